@@ -1,0 +1,183 @@
+"""`toktts` command line: each handler parses its arguments and calls library code."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from toktts.errors import TokttsError
+
+log = logging.getLogger("toktts")
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", action="append", default=[], metavar="YAML",
+                   help="config file; repeat to merge several in order")
+    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                   help="override one key, e.g. --set train.max_steps=50")
+
+
+def _sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default: the model's)")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+
+
+def _load_config(args):
+    from toktts.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def cmd_corpus_synth(args) -> None:
+    from toktts.corpus import synth_corpus
+
+    out = synth_corpus(args.out, voice=args.voice, texts=args.texts, limit=args.limit, jobs=args.jobs)
+    print(f"corpus ready: {out}")
+
+
+def cmd_corpus_download(args) -> None:
+    from toktts import corpus
+
+    if args.name != "ljspeech":
+        raise TokttsError(f"unknown corpus {args.name!r}; available: ljspeech")
+    kwargs = {"url": args.url} if args.url else {}
+    if args.url:
+        kwargs["sha256"] = args.sha256
+    out = corpus.download_ljspeech(args.out, **kwargs)
+    print(f"corpus ready: {out}")
+
+
+def cmd_prepare(args) -> None:
+    from toktts.data import prepare, prepare_summary
+
+    cfg = _load_config(args)
+    root = prepare(cfg, device=args.device or "cpu")
+    print(prepare_summary(root))
+
+
+def cmd_train(args) -> None:
+    from toktts.train import train
+
+    cfg = _load_config(args)
+    out = train(cfg, resume=args.resume)
+    print(f"model saved to {out}")
+
+
+def _read_text(args) -> str:
+    if args.text == "-":
+        return sys.stdin.read()
+    if args.text_file:
+        path = Path(args.text_file)
+        if not path.is_file():
+            raise TokttsError(f"text file {str(path)!r} not found")
+        return path.read_text()
+    if args.text is None:
+        raise TokttsError("give the text to say (or --text-file FILE, or - for stdin)")
+    return args.text
+
+
+def cmd_say(args) -> None:
+    from toktts.audio import write_wav
+    from toktts.inference import TTS
+
+    text = _read_text(args)
+    tts = TTS.from_pretrained(args.model, device=args.device)
+    out = tts(text, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    write_wav(args.output, out["audio"], out["sampling_rate"])
+    seconds = len(out["audio"]) / out["sampling_rate"]
+    print(f"wrote {args.output} ({seconds:.2f} s, stopped by {out['stop_reason']})")
+
+
+def cmd_samples(args) -> None:
+    from toktts.samples import write_samples
+
+    cfg = _load_config(args)
+    out = write_samples(cfg, model_dir=args.model, out_dir=args.out, limit=args.limit, seed=args.seed)
+    print(f"samples written to {out}")
+
+
+def cmd_normalize(args) -> None:
+    from toktts.text import normalize
+
+    print(normalize(_read_text(args)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="toktts", description="Character-to-codec-token text-to-speech.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    corpus = sub.add_parser("corpus", help="get or make an LJSpeech-layout corpus")
+    csub = corpus.add_subparsers(dest="corpus_command", required=True)
+    p = csub.add_parser("synth", help="synthesize a corpus offline with flite from the LJSpeech transcripts")
+    p.add_argument("--out", required=True)
+    p.add_argument("--voice", default="slt")
+    p.add_argument("--texts", default=None, help="file of `id|text` lines (default: LJSpeech train transcripts)")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--jobs", type=int, default=2)
+    p.set_defaults(func=cmd_corpus_synth)
+    p = csub.add_parser("download", help="download a corpus (resumable)")
+    p.add_argument("name", choices=["ljspeech"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--url", default=None, help="a mirror of the tarball")
+    p.add_argument("--sha256", default=None, help="checksum of the mirror's tarball")
+    p.set_defaults(func=cmd_corpus_download)
+
+    p = sub.add_parser("prepare", help="turn a corpus into a token cache (once)")
+    _config_args(p)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train a model (accelerate launch works too)")
+    _config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("say", help="synthesize text to a wav file")
+    p.add_argument("text", nargs="?", default=None, help="the text, or - to read stdin")
+    p.add_argument("--text-file", default=None)
+    p.add_argument("--model", default=None, help="model directory or Hub id (default: the bundled voice)")
+    p.add_argument("-o", "--output", default="out.wav")
+    _sampling_args(p)
+    p.set_defaults(func=cmd_say)
+
+    p = sub.add_parser("samples", help="write generated and codec-resynthesized samples of train/val rows")
+    _config_args(p)
+    p.add_argument("--model", default=None, help="default: the config's train.output_dir")
+    p.add_argument("--out", default=None, help="default: <model>/samples")
+    p.add_argument("--limit", type=int, default=4, help="rows per split")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_samples)
+
+    p = sub.add_parser("normalize", help="print the text as the model will read it")
+    p.add_argument("text", nargs="?", default=None)
+    p.add_argument("--text-file", default=None)
+    p.set_defaults(func=cmd_normalize)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "urllib3", "numba", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        args.func(args)
+    except TokttsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

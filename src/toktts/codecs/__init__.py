@@ -1,0 +1,49 @@
+"""Neural audio codecs behind one small interface.
+
+A codec turns a batch of mono waveforms into discrete codes of shape (B, K, T) (K codebooks,
+T frames at `frame_rate` Hz) and back. `build_codec(cfg, state_dir)` returns the codec named by
+`cfg.name`; codecs that learn state from data (the mel codec) save it with `save(dir)` next to
+the model weights and read it back from `state_dir`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from toktts.config import CodecConfig
+from toktts.errors import TokttsError
+
+
+@runtime_checkable
+class Codec(Protocol):
+    sample_rate: int
+    frame_rate: int
+    n_codebooks: int
+    codebook_size: int
+
+    def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S) float waveforms at `sample_rate`, (B,) sample lengths -> (B, K, T) long codes,
+        (B,) frame lengths. Padding frames of shorter items hold arbitrary codes."""
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, K, T) long codes -> (B, S) float waveforms, S = T * sample_rate / frame_rate."""
+
+    def to(self, device: torch.device | str) -> "Codec": ...
+
+    def save(self, directory: str | Path) -> None:
+        """Write whatever the codec needs to be rebuilt (nothing for pretrained codecs)."""
+
+
+def build_codec(cfg: CodecConfig, state_dir: str | Path | None = None) -> Codec:
+    """The codec `cfg` names; learned state (mel codebooks) is loaded from `state_dir` if given."""
+    if cfg.name == "mel":
+        from toktts.codecs.mel import MelCodec
+
+        return MelCodec.load(cfg, state_dir) if state_dir is not None else MelCodec(cfg)
+    if cfg.name == "encodec":
+        from toktts.codecs.encodec import EncodecCodec
+
+        return EncodecCodec(cfg)
+    raise TokttsError(f"unknown codec {cfg.name!r}; use 'mel' (offline) or 'encodec'")

@@ -1,0 +1,224 @@
+"""Typed configuration: dataclasses filled from YAML files and `--set a.b=c` overrides.
+
+Several YAML files merge in order (later files win, key by key); unknown keys and values of the
+wrong type are errors that name the key. The same `Config` is saved (as JSON) inside every model
+directory, so a checkpoint alone is enough to synthesize.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from toktts.errors import TokttsError
+
+
+@dataclass
+class CodecConfig:
+    """Which neural codec turns audio into tokens and back."""
+
+    name: str = "mel"  # "mel" (offline, fitted by prepare) or "encodec" (facebook/encodec_24khz)
+    n_codebooks: int = 2  # encodec: 2/4/8/16/32 <=> 1.5/3/6/12/24 kbps
+    codebook_size: int = 1024
+    sample_rate: int = 24000
+    frame_rate: int = 75
+    pretrained: bool = True  # encodec: False builds the same network with random weights
+    model_id: str = "facebook/encodec_24khz"
+    n_mels: int = 80  # mel codec
+    fit_utterances: int = 600  # mel codec: how many training utterances fit the codebooks
+    griffin_lim_iters: int = 32  # mel codec decoding
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """Where the corpus is and how `prepare` turns it into a token cache."""
+
+    corpus: str = ""  # an LJSpeech-layout directory: metadata.csv + wavs/
+    cache_dir: str = ""  # default: <corpus>/.toktts-cache
+    normalize: bool = True  # run toktts.text.normalize on the transcripts
+    val_size: int = 100  # utterances held out for validation (seeded split) ...
+    val_ids: str = ""  # ... or a file of ids (one per line, `id|text` is fine) to hold out instead
+    split_seed: int = 1234
+    clip_seconds: float = 0.0  # > 0: keep only the first N seconds of each utterance (old 2 s mode)
+    min_seconds: float = 0.2
+    max_seconds: float = 20.0  # longer utterances are skipped and counted
+    max_text_chars: int = 400
+    noise_copies: int = 0  # extra copies of each training utterance with white noise added
+    noise_snr_db: float = 30.0
+    encode_batch_seconds: float = 60.0  # audio per codec batch during prepare
+    shard_size: int = 512  # utterances per cache shard (resume granularity)
+
+
+@dataclass
+class ModelConfig:
+    """Encoder-decoder transformer sizes; the vocabulary sizes are filled in from text and codec."""
+
+    layout: str = "delay"  # "delay" (K codebooks per step) or "flatten" (one token per step)
+    enc_layers: int = 4
+    enc_heads: int = 4
+    enc_dim: int = 256
+    dec_layers: int = 4
+    dec_heads: int = 4
+    dec_dim: int = 256
+    ff_mult: int = 4
+    dropout: float = 0.1
+    text_vocab_size: int = 0  # set from toktts.text
+    n_codebooks: int = 0  # set from the codec
+    codebook_size: int = 0  # set from the codec
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    output_dir: str = "runs/demo"
+    seed: int = 0
+    max_steps: int = 10000
+    max_minutes: float = 0.0  # > 0: stop (and save) after this much wall-clock time
+    batch_frames: int = 8000  # token budget: audio frames per batch (before accumulation)
+    max_batch_size: int = 64
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 300
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.98
+    grad_clip: float = 1.0
+    precision: str = "bf16"  # bf16 | fp16 | fp32
+    compile: bool = False
+    guided_attn_weight: float = 1.0  # alignment help on the first decoder layers' cross-attention
+    guided_attn_sigma: float = 0.2
+    guided_attn_layers: int = 2
+    eval_every: int = 250
+    eval_batches: int = 8
+    save_every: int = 250
+    keep_last: int = 2
+    log_every: int = 10
+    report_to: str = "none"  # none | wandb | tensorboard
+    run_name: str = ""
+    num_workers: int = 0
+
+
+@dataclass
+class GenerateConfig:
+    """Sampling defaults, saved with the model and used by `say`, `samples` and the server."""
+
+    temperature: float = 0.7
+    top_k: int = 50
+    top_p: float = 1.0
+    seed: int | None = None
+    max_seconds: float = 30.0  # hard cap on one generation
+    seconds_per_char: float = 0.25  # length limit derived from the text: 1 s + len(text) * this
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Check (and gently convert) one leaf value against its annotated type."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(typ)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except TokttsError as e:
+                errors.append(e)
+        raise errors[0]
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "2e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif typ is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise TokttsError(
+        f"config key {key!r} must be {getattr(typ, '__name__', typ)}, got {value!r}; fix the value"
+    )
+
+
+def _merge(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
+    if not isinstance(updates, dict):
+        raise TokttsError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping")
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in updates.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            close = ", ".join(sorted(names))
+            raise TokttsError(f"unknown config key {full!r}; known keys here: {close}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, full + ".")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise TokttsError(f"--set expects key=value (e.g. train.max_steps=50), got {item!r}")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    return key.strip().split("."), value
+
+
+def load_config(paths: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
+    """Build a Config from YAML files (merged in order) and `a.b=c` overrides (applied last)."""
+    cfg = Config()
+    for path in paths or []:
+        path = Path(path)
+        if not path.is_file():
+            raise TokttsError(f"config file {str(path)!r} not found; pass an existing YAML file")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise TokttsError(f"config file {str(path)!r} is not valid YAML: {e}".splitlines()[0])
+        _merge(cfg, data)
+    for item in overrides or []:
+        keys, value = _parse_override(item)
+        nested: Any = value
+        for key in reversed(keys):
+            nested = {key: nested}
+        _merge(cfg, nested)
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    cfg = Config()
+    _merge(cfg, data)
+    return cfg

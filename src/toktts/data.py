@@ -1,0 +1,325 @@
+"""The token cache (`prepare`), length-bucketed batches and collation.
+
+`prepare` reads an LJSpeech-layout corpus once: normalises the text, splits train/validation
+(seeded), fits the mel codec if that is the codec, and encodes the audio in batches into shards::
+
+    <cache>/<key>/
+        codec.safetensors       mel codec state (mel only)
+        train-00000/            codes.npy (K, frames) int16, index.npy (n, 2) offset/length,
+        val-00000/              meta.json (ids, texts, text ids)
+        manifest.json           written last: the cache is complete only when it exists
+
+`<key>` hashes everything that changes the tokens (corpus listing, codec, split, clipping), so
+a rerun with the same config reuses the cache and a changed config makes a new one. Each shard
+is written to a temporary directory and renamed, so an interrupted prepare resumes from the
+shards already finished and never trusts a half-written one. Only one shard of audio is in
+memory at a time, so memory stays flat in the corpus size.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from toktts.audio import load_audio
+from toktts.codecs import Codec, build_codec
+from toktts.config import Config
+from toktts.corpus import Utterance, read_corpus
+from toktts.errors import TokttsError
+from toktts.patterns import Layout
+from toktts.text import VOCAB, normalize
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+SKIPS = ("empty_text", "too_long_text", "missing_wav", "unreadable_wav", "too_short", "too_long", "silent_or_invalid")
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+@dataclass
+class Item:
+    id: str
+    text: str
+    wav_path: str
+
+
+def _cache_key(cfg: Config, corpus: Path) -> str:
+    meta = corpus / "metadata.csv"
+    stat = meta.stat()
+    d = cfg.data
+    key = {
+        "version": CACHE_VERSION,
+        "corpus": str(corpus.resolve()),
+        "metadata": [stat.st_size, stat.st_mtime_ns],
+        "codec": {k: v for k, v in asdict(cfg.codec).items() if k != "griffin_lim_iters"},
+        "data": [d.normalize, d.val_size, d.val_ids, d.split_seed, d.clip_seconds, d.min_seconds,
+                 d.max_seconds, d.max_text_chars, d.noise_copies, d.noise_snr_db],
+    }
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cache_dir(cfg: Config) -> Path:
+    """Where `prepare` puts (or found) the token cache for this config."""
+    corpus = Path(cfg.data.corpus)
+    if not cfg.data.corpus:
+        raise TokttsError("no corpus given; set data.corpus (e.g. --set data.corpus=/path/to/corpus)")
+    root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else corpus / ".toktts-cache"
+    if not (corpus / "metadata.csv").is_file():
+        read_corpus(corpus)  # raises the corpus module's clear error
+    return root / _cache_key(cfg, corpus)
+
+
+def _split(cfg: Config, items: list[Item]) -> tuple[list[Item], list[Item]]:
+    if cfg.data.val_ids:
+        path = Path(cfg.data.val_ids)
+        if not path.is_file():
+            raise TokttsError(f"data.val_ids file {str(path)!r} not found; give a file of ids or leave it empty")
+        held = {line.split("|")[0].strip() for line in path.read_text().splitlines() if line.strip()}
+        return [i for i in items if i.id not in held], [i for i in items if i.id in held]
+    order = list(range(len(items)))
+    random.Random(cfg.data.split_seed).shuffle(order)
+    n_val = min(cfg.data.val_size, max(len(items) // 10, 1)) if len(items) > 1 else 0
+    val = sorted(order[:n_val])
+    held = set(val)
+    return [items[i] for i in range(len(items)) if i not in held], [items[i] for i in val]
+
+
+def _read_items(cfg: Config, counts: dict[str, int]) -> list[Item]:
+    items = []
+    for utt in read_corpus(cfg.data.corpus):
+        text = normalize(utt.normalized_text) if cfg.data.normalize else utt.normalized_text
+        if not text.strip():
+            counts["empty_text"] += 1
+        elif len(text) > cfg.data.max_text_chars:
+            counts["too_long_text"] += 1
+        else:
+            items.append(Item(utt.id, text, str(utt.wav_path)))
+    return items
+
+
+def _load(item: Item, cfg: Config, counts: dict[str, int]) -> np.ndarray | None:
+    """The item's audio at the codec rate, or None (counted) when it must be skipped."""
+    rate = cfg.codec.sample_rate
+    if not os.path.isfile(item.wav_path):
+        counts["missing_wav"] += 1
+        return None
+    try:
+        audio = load_audio(item.wav_path, rate)
+    except Exception:  # any decoding failure of one file is a skip, never fatal
+        counts["unreadable_wav"] += 1
+        return None
+    if cfg.data.clip_seconds > 0:
+        audio = audio[: int(cfg.data.clip_seconds * rate)]
+    seconds = len(audio) / rate
+    if seconds < cfg.data.min_seconds:
+        counts["too_short"] += 1
+        return None
+    if seconds > cfg.data.max_seconds:
+        counts["too_long"] += 1
+        return None
+    if not np.isfinite(audio).all() or np.abs(audio).max() < 1e-4:
+        counts["silent_or_invalid"] += 1
+        return None
+    return audio
+
+
+def _encode_shard(
+    codec: Codec, items: list[Item], cfg: Config, counts: dict[str, int], out: Path, noise_copies: int, seed: int
+) -> int:
+    """Encode one shard's utterances in length-sorted batches and write it atomically."""
+    loaded = [(it, a) for it in items if (a := _load(it, cfg, counts)) is not None]
+    rng = np.random.default_rng(seed)
+    originals = list(loaded)
+    for copy in range(noise_copies):
+        loaded += [(Item(f"{it.id}~noise{copy + 1}", it.text, it.wav_path), _add_noise(a, cfg.data.noise_snr_db, rng))
+                   for it, a in originals]
+    loaded.sort(key=lambda p: len(p[1]))
+    budget = int(cfg.data.encode_batch_seconds * cfg.codec.sample_rate)
+    codes_out, meta = [], {"ids": [], "texts": []}
+    i = 0
+    while i < len(loaded):
+        j = i + 1
+        while j < len(loaded) and len(loaded[j][1]) * (j + 1 - i) <= budget:
+            j += 1
+        group = loaded[i:j]
+        longest = len(group[-1][1])
+        wav = torch.zeros(len(group), longest)
+        for b, (_, a) in enumerate(group):
+            wav[b, : len(a)] = torch.from_numpy(a)
+        lengths = torch.tensor([len(a) for _, a in group])
+        codes, frames = codec.encode(wav, lengths)  # (B, K, T), (B,)
+        for b, (it, _) in enumerate(group):
+            codes_out.append(codes[b, :, : frames[b]].cpu().numpy().astype(np.int16))
+            meta["ids"].append(it.id)
+            meta["texts"].append(it.text)
+        i = j
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    lengths = np.array([c.shape[1] for c in codes_out], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    K = cfg.codec.n_codebooks
+    all_codes = np.concatenate(codes_out, axis=1) if codes_out else np.zeros((K, 0), np.int16)
+    np.save(tmp / "codes.npy", all_codes)
+    np.save(tmp / "index.npy", np.stack([offsets, lengths], 1) if codes_out else np.zeros((0, 2), np.int64))
+    meta["skipped"] = counts  # kept per shard so a resumed prepare still reports every skip
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return len(codes_out)
+
+
+def _add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    power = float(np.mean(audio**2)) + 1e-12
+    noise = rng.standard_normal(len(audio)).astype(np.float32) * np.sqrt(power / 10 ** (snr_db / 10))
+    return audio + noise
+
+
+def prepare(cfg: Config, progress: bool = True, device: str = "cpu") -> Path:
+    """Build (or reuse) the token cache for `cfg`; returns its directory."""
+    root = cache_dir(cfg)
+    if (root / "manifest.json").is_file():
+        log.info("reusing token cache %s", root)
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    counts = dict.fromkeys(SKIPS, 0)
+    items = _read_items(cfg, counts)
+    train, val = _split(cfg, items)
+    if not train:
+        raise TokttsError(f"corpus {cfg.data.corpus!r} has no usable training utterances")
+
+    codec = build_codec(cfg.codec, root if (root / "codec.safetensors").is_file() else None).to(device)
+    if cfg.codec.name == "mel" and not codec.is_fitted:
+        fit_counts = dict.fromkeys(SKIPS, 0)
+        sample = train[: cfg.codec.fit_utterances]
+        audio = (a for it in sample if (a := _load(it, cfg, fit_counts)) is not None)
+        codec.fit(audio, progress=progress)
+        codec.save(root)
+
+    shards = []
+    size = cfg.data.shard_size
+    jobs = [(split, n, group) for split, group_items in (("train", train), ("val", val))
+            for n, group in enumerate(group_items[i : i + size] for i in range(0, len(group_items), size))]
+    bar = tqdm(total=len(train) + len(val), desc="prepare", unit="utt", disable=not progress)
+    total = {"train": 0, "val": 0}
+    for split, n, group in jobs:
+        out = root / f"{split}-{n:05d}"
+        if not (out / "meta.json").is_file():
+            noise = cfg.data.noise_copies if split == "train" else 0
+            _encode_shard(codec, group, cfg, dict.fromkeys(SKIPS, 0), out, noise, seed=cfg.data.split_seed + n)
+        meta = json.loads((out / "meta.json").read_text())
+        total[split] += len(meta["ids"])
+        for k, v in meta["skipped"].items():
+            counts[k] += v
+        shards.append(out.name)
+        bar.update(len(group))
+    bar.close()
+    manifest = {
+        "version": CACHE_VERSION,
+        "corpus": str(Path(cfg.data.corpus).resolve()),
+        "codec": asdict(cfg.codec),
+        "shards": shards,
+        "utterances": total,
+        "skipped": counts,
+    }
+    write_json_atomic(root / "manifest.json", manifest)
+    return root
+
+
+def prepare_summary(root: Path) -> str:
+    m = json.loads((root / "manifest.json").read_text())
+    skipped = {k: v for k, v in m["skipped"].items() if v}
+    ds = TokenDataset(root, "train")
+    hours = ds.frames.sum() / ds.frame_rate / 3600
+    return (f"token cache {root}: {m['utterances']['train']} train / {m['utterances']['val']} val "
+            f"utterances, {hours:.2f} h of training audio; skipped: {skipped or 'none'}")
+
+
+class TokenDataset:
+    """The utterances of one split of a token cache: codes memory-mapped, text ids in memory."""
+
+    def __init__(self, root: str | Path, split: str):
+        self.root = Path(root)
+        manifest_path = self.root / "manifest.json"
+        if not manifest_path.is_file():
+            raise TokttsError(f"token cache {str(self.root)!r} is incomplete; run `toktts prepare` with this config")
+        manifest = json.loads(manifest_path.read_text())
+        self.frame_rate = manifest["codec"]["frame_rate"]
+        self.ids, self.texts, self.text_ids = [], [], []
+        self._codes, rows = [], []
+        for shard in (s for s in manifest["shards"] if s.startswith(split + "-")):
+            meta = json.loads((self.root / shard / "meta.json").read_text())
+            codes = np.load(self.root / shard / "codes.npy", mmap_mode="r")
+            index = np.load(self.root / shard / "index.npy")
+            for (offset, length), utt_id, text in zip(index, meta["ids"], meta["texts"]):
+                rows.append((len(self._codes), offset, length))
+                self.ids.append(utt_id)
+                self.texts.append(text)
+                self.text_ids.append(np.array(VOCAB.encode(text), dtype=np.int64))
+            self._codes.append(codes)
+        self._rows = np.array(rows, dtype=np.int64).reshape(-1, 3)
+        self.frames = self._rows[:, 2]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def codes(self, i: int) -> np.ndarray:
+        shard, offset, length = self._rows[i]
+        return np.asarray(self._codes[shard][:, offset : offset + length], dtype=np.int64)  # (K, T)
+
+
+def bucket_batches(
+    frames: np.ndarray, text_lengths: np.ndarray, batch_frames: int, max_batch_size: int, seed: int
+) -> list[list[int]]:
+    """Indices grouped into batches of similar length whose padded size (longest x count) fits
+    `batch_frames`: shuffle, sort within pools of ~50 batches, cut, shuffle the batches.
+    Deterministic in `seed` (the training loop passes seed + epoch)."""
+    rng = random.Random(seed)
+    order = list(range(len(frames)))
+    rng.shuffle(order)
+    mean_batch = max(1, batch_frames // max(int(np.mean(frames)) if len(frames) else 1, 1))
+    pool = 50 * mean_batch
+    batches: list[list[int]] = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool], key=lambda i: (frames[i], text_lengths[i]))
+        batch: list[int] = []
+        for i in chunk:
+            longest = max(frames[i], max((frames[j] for j in batch), default=0))
+            if batch and (longest * (len(batch) + 1) > batch_frames or len(batch) >= max_batch_size):
+                batches.append(batch)
+                batch = []
+            batch.append(i)
+        if batch:
+            batches.append(batch)
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(dataset: TokenDataset, indices: list[int], layout: Layout) -> dict[str, torch.Tensor]:
+    """A batch: text (B, L), text_lengths (B,), tokens (B, N, S), frames (B,)."""
+    texts = [dataset.text_ids[i] for i in indices]
+    codes = [dataset.codes(i) for i in indices]
+    B, K = len(indices), codes[0].shape[0]
+    L = max(len(t) for t in texts)
+    T = max(c.shape[1] for c in codes)
+    text = torch.zeros(B, L, dtype=torch.long)
+    audio = torch.zeros(B, K, T, dtype=torch.long)
+    for b, (t, c) in enumerate(zip(texts, codes)):
+        text[b, : len(t)] = torch.from_numpy(t)
+        audio[b, :, : c.shape[1]] = torch.from_numpy(c)
+    text_lengths = torch.tensor([len(t) for t in texts])
+    frames = torch.tensor([c.shape[1] for c in codes])
+    return {"text": text, "text_lengths": text_lengths, "tokens": layout.tokens(audio, frames), "frames": frames}

@@ -1,0 +1,361 @@
+"""The toktts model: a bidirectional character encoder and a causal codec-token decoder.
+
+Shape letters: B batch, L text length, S decoder steps, N token streams, V stream vocabulary,
+D width, H heads. See `toktts.patterns` for how codec codes (B, K, T) become streams (B, N, S).
+
+    text ids (B, L) --embed + positions--> encoder blocks --> memory (B, L, D_enc)
+    tokens (B, N, S) --sum of N embeddings + positions--> decoder blocks
+        (causal self-attention, cross-attention to memory) --> heads --> logits (B, S, N, V)
+
+Generation runs the decoder one step at a time over a preallocated KV cache; the cross-attention
+keys and values of the memory are computed once.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from toktts.config import ModelConfig
+from toktts.patterns import Layout
+
+
+def sinusoids(length: int, dim: int, offset: int = 0, device=None) -> torch.Tensor:
+    """(length, dim) sinusoidal positions, starting at position `offset`."""
+    pos = torch.arange(offset, offset + length, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(length, dim, device=device)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq)
+    return pe
+
+
+class Attention(nn.Module):
+    """Multi-head attention of x (B, S, D) over a source (B, L, D_src): self- or cross-attention."""
+
+    def __init__(self, dim: int, source_dim: int, heads: int, dropout: float):
+        super().__init__()
+        assert dim % heads == 0, f"width {dim} is not divisible by {heads} heads"
+        self.heads, self.dropout = heads, dropout
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(source_dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:  # (B, S, D) -> (B, H, S, D/H)
+        B, S, D = x.shape
+        return x.view(B, S, self.heads, D // self.heads).transpose(1, 2)
+
+    def keys_values(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = self.kv(source).chunk(2, dim=-1)
+        return self.split(k), self.split(v)  # (B, H, L, D/H) each
+
+    def attend(
+        self,
+        x: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        q = self.split(self.q(x))  # (B, H, S, D/H)
+        weights = None
+        if need_weights:
+            # The guided-attention loss and the alignment image need the weights, which the
+            # fused kernel does not return; only cross-attention asks for them.
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (B, H, S, L)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = scores.float().softmax(-1)
+            y = F.dropout(weights.to(v.dtype), self.dropout, self.training) @ v
+        else:
+            p = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+        B, H, S, Dh = y.shape
+        return self.out(y.transpose(1, 2).reshape(B, S, H * Dh)), weights
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; with `cross_dim` it also attends to the encoder memory."""
+
+    def __init__(self, dim: int, heads: int, ff_mult: int, dropout: float, cross_dim: int = 0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.self_attn = Attention(dim, dim, heads, dropout)
+        self.cross_attn = Attention(dim, cross_dim, heads, dropout) if cross_dim else None
+        self.norm2 = nn.LayerNorm(dim) if cross_dim else None
+        self.norm3 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Linear(ff_mult * dim, dim), nn.Dropout(dropout)
+        )
+        self.drop = nn.Dropout(dropout)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed = nn.Embedding(cfg.text_vocab_size, cfg.enc_dim, padding_idx=0)
+        self.pos_scale = nn.Parameter(torch.ones(1))
+        self.blocks = nn.ModuleList(
+            Block(cfg.enc_dim, cfg.enc_heads, cfg.ff_mult, cfg.dropout) for _ in range(cfg.enc_layers)
+        )
+        self.norm = nn.LayerNorm(cfg.enc_dim)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids, (B, L) bool valid -> (B, L, D_enc) memory."""
+        B, L = text.shape
+        x = self.embed(text) + self.pos_scale * sinusoids(L, self.embed.embedding_dim, device=text.device)
+        x = self.drop(x)
+        mask = text_mask[:, None, None, :]  # (B, 1, 1, L): attend to real characters only
+        for blk in self.blocks:
+            h = blk.norm1(x)
+            k, v = blk.self_attn.keys_values(h)
+            x = x + blk.drop(blk.self_attn.attend(h, k, v, mask)[0])
+            x = x + blk.mlp(blk.norm3(x))
+        return self.norm(x)
+
+
+@dataclass
+class DecoderCache:
+    """Preallocated self-attention keys/values for incremental decoding, and the cross-attention
+    keys/values of the memory, computed once."""
+
+    self_k: list[torch.Tensor]  # per layer (B, H, S_max, D/H)
+    self_v: list[torch.Tensor]
+    cross_k: list[torch.Tensor]  # per layer (B, H, L, D/H)
+    cross_v: list[torch.Tensor]
+    text_mask: torch.Tensor  # (B, 1, 1, L)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig, layout: Layout):
+        super().__init__()
+        self.n_streams, self.vocab_size = layout.n_streams, layout.vocab_size
+        self.embed = nn.Embedding(self.n_streams * self.vocab_size, cfg.dec_dim)  # one table per stream
+        self.pos_scale = nn.Parameter(torch.ones(1))
+        self.blocks = nn.ModuleList(
+            Block(cfg.dec_dim, cfg.dec_heads, cfg.ff_mult, cfg.dropout, cross_dim=cfg.enc_dim)
+            for _ in range(cfg.dec_layers)
+        )
+        self.norm = nn.LayerNorm(cfg.dec_dim)
+        self.head = nn.Linear(cfg.dec_dim, self.n_streams * self.vocab_size)  # all streams in one matmul
+        self.drop = nn.Dropout(cfg.dropout)
+        self.register_buffer("stream_offset", torch.arange(self.n_streams) * self.vocab_size, persistent=False)
+
+    def embed_tokens(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """(B, N, S) ids -> (B, S, D): the sum of the N streams' embeddings, plus positions."""
+        B, N, S = tokens.shape
+        x = self.embed(tokens + self.stream_offset[None, :, None]).sum(1)  # (B, S, D)
+        return self.drop(x + self.pos_scale * sinusoids(S, x.shape[-1], offset, device=x.device))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        B, S, _ = x.shape
+        return self.head(self.norm(x)).view(B, S, self.n_streams, self.vocab_size)  # (B, S, N, V)
+
+    def forward(
+        self, tokens: torch.Tensor, memory: torch.Tensor, text_mask: torch.Tensor, attn_layers: int = 0
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Teacher-forced pass: (B, N, S) inputs -> (B, S, N, V) logits and the cross-attention
+        weights (B, H, S, L) of the first `attn_layers` layers."""
+        x = self.embed_tokens(tokens)
+        mask = text_mask[:, None, None, :]
+        weights = []
+        for i, blk in enumerate(self.blocks):
+            h = blk.norm1(x)
+            k, v = blk.self_attn.keys_values(h)
+            x = x + blk.drop(blk.self_attn.attend(h, k, v, causal=True)[0])
+            k, v = blk.cross_attn.keys_values(memory)
+            y, w = blk.cross_attn.attend(blk.norm2(x), k, v, mask, need_weights=i < attn_layers)
+            x = x + blk.drop(y)
+            x = x + blk.mlp(blk.norm3(x))
+            if w is not None:
+                weights.append(w)
+        return self.logits(x), weights
+
+    def start(self, memory: torch.Tensor, text_mask: torch.Tensor, max_steps: int) -> DecoderCache:
+        B = memory.shape[0]
+        cache = DecoderCache([], [], [], [], text_mask[:, None, None, :])
+        for blk in self.blocks:
+            attn = blk.self_attn
+            dh = attn.q.out_features // attn.heads
+            shape = (B, attn.heads, max_steps, dh)
+            cache.self_k.append(memory.new_zeros(shape))
+            cache.self_v.append(memory.new_zeros(shape))
+            k, v = blk.cross_attn.keys_values(memory)
+            cache.cross_k.append(k)
+            cache.cross_v.append(v)
+        return cache
+
+    def step(
+        self, tokens: torch.Tensor, cache: DecoderCache, pos: int, need_weights: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One incremental step: (B, N, 1) inputs at position `pos` -> (B, 1, N, V) logits."""
+        x = self.embed_tokens(tokens, offset=pos)
+        weights = []
+        for i, blk in enumerate(self.blocks):
+            h = blk.norm1(x)
+            k, v = blk.self_attn.keys_values(h)  # (B, H, 1, D/H)
+            cache.self_k[i][:, :, pos : pos + 1] = k
+            cache.self_v[i][:, :, pos : pos + 1] = v
+            k_all, v_all = cache.self_k[i][:, :, : pos + 1], cache.self_v[i][:, :, : pos + 1]
+            x = x + blk.self_attn.attend(h, k_all, v_all)[0]
+            y, w = blk.cross_attn.attend(
+                blk.norm2(x), cache.cross_k[i], cache.cross_v[i], cache.text_mask, need_weights=need_weights
+            )
+            x = x + y
+            x = x + blk.mlp(blk.norm3(x))
+            if w is not None:
+                weights.append(w)
+        return self.logits(x), weights
+
+
+def guided_attention_loss(
+    weights: list[torch.Tensor], text_lengths: torch.Tensor, step_lengths: torch.Tensor, sigma: float
+) -> torch.Tensor:
+    """Penalise cross-attention far from the diagonal (Tachibana et al., 2017): weight
+    1 - exp(-(l/L - s/S)^2 / 2 sigma^2) on each (step s, character l), per item's own L and S.
+    Text-to-speech alignment is monotonic; this makes the decoder find it in hundreds of steps
+    instead of thousands."""
+    B, H, S, L = weights[0].shape
+    s = torch.arange(S, device=weights[0].device)[None, :, None] / step_lengths[:, None, None]
+    l = torch.arange(L, device=weights[0].device)[None, None, :] / text_lengths[:, None, None]
+    penalty = 1.0 - torch.exp(-((l - s) ** 2) / (2 * sigma**2))  # (B, S, L)
+    valid = (s < 1) & (l < 1)
+    penalty = penalty * valid
+    total = sum((w * penalty[:, None]).sum() for w in weights)
+    # Each query's weights sum to 1: the loss is the mean penalty paid per decoder step and head.
+    return total / (step_lengths.sum() * H * len(weights))
+
+
+class TokTTS(nn.Module):
+    """Encoder-decoder transformer over characters and codec-token streams."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.layout = Layout(cfg.layout, cfg.n_codebooks, cfg.codebook_size)
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg, self.layout)
+        self.apply(self._init)
+        # GPT-2 style: scale the residual projections down with depth.
+        for name, p in self.named_parameters():
+            if name.endswith(("out.weight", "mlp.2.weight")):
+                n = cfg.dec_layers if name.startswith("decoder") else cfg.enc_layers
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * n))
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        tokens: torch.Tensor,
+        attn_layers: int = 0,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(B, L) text, (B,) lengths, (B, N, S) target tokens -> (B, S, N, V) logits predicting
+        `tokens` (the decoder input is BOS + tokens[..., :-1]) and cross-attention weights."""
+        text_mask = torch.arange(text.shape[1], device=text.device)[None] < text_lengths[:, None]
+        memory = self.encoder(text, text_mask)
+        bos = torch.full_like(tokens[:, :, :1], self.layout.bos_id)
+        inputs = torch.cat([bos, tokens[:, :, :-1]], dim=2)
+        return self.decoder(inputs, memory, text_mask, attn_layers)
+
+    def loss(self, logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy per stream (PAD targets ignored), averaged over streams.
+        Returns (loss, per-stream loss (N,), per-stream accuracy (N,))."""
+        B, S, N, V = logits.shape
+        target = tokens.transpose(1, 2)  # (B, S, N)
+        valid = target != self.layout.pad_id
+        ce = F.cross_entropy(logits.reshape(-1, V).float(), target.reshape(-1), reduction="none").view(B, S, N)
+        count = valid.sum((0, 1)).clamp(min=1)  # (N,)
+        per_stream = (ce * valid).sum((0, 1)) / count
+        correct = (logits.argmax(-1) == target) & valid
+        accuracy = correct.sum((0, 1)) / count
+        return per_stream.mean(), per_stream.detach(), accuracy.detach()
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        max_steps: torch.Tensor,
+        temperature: float = 0.7,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        need_weights: bool = False,
+    ) -> dict:
+        """Sample token streams for a batch of texts.
+
+        `max_steps` (B,) is each item's limit: stream 0 must emit EOS before that step. Returns `tokens` (B, N, S),
+        `frames` (B,) frame lengths, `stopped` (B,) bool (True = ended with EOS, False = hit the
+        limit) and, with `need_weights`, the first layer's cross-attention (B, H, S, L)."""
+        layout, device = self.layout, text.device
+        B = text.shape[0]
+        # EOS may come up to step max_steps - 1; the delay layout then needs K - 1 more steps.
+        S_max = int(max_steps.max()) + layout.tail
+        text_mask = torch.arange(text.shape[1], device=device)[None] < text_lengths[:, None]
+        memory = self.encoder(text, text_mask)
+        cache = self.decoder.start(memory, text_mask, S_max)
+        n_masks = layout.n_codebooks if layout.name == "flatten" else 1
+        masks = [layout.allowed(s, device) for s in range(n_masks)]
+        out = torch.full((B, layout.n_streams, S_max), layout.pad_id, dtype=torch.long, device=device)
+        eos_step = torch.full((B,), -1, dtype=torch.long, device=device)
+        prev = torch.full((B, layout.n_streams, 1), layout.bos_id, dtype=torch.long, device=device)
+        attn = []
+        for s in range(S_max):
+            logits, w = self.decoder.step(prev, cache, s, need_weights=need_weights)
+            if need_weights:
+                attn.append(w[0])
+            logits = logits[:, 0].float()  # (B, N, V)
+            logits = logits.masked_fill(~masks[s % n_masks], float("-inf"))
+            tok = sample(logits, temperature, top_k, top_p, generator)  # (B, N)
+            forced = layout.forced(s, eos_step)
+            tok = torch.where(forced >= 0, forced, tok)
+            newly = (eos_step < 0) & (tok[:, 0] == layout.eos_id) & (s < max_steps)
+            eos_step = torch.where(newly, s, eos_step)
+            out[:, :, s] = tok
+            prev = tok[:, :, None]
+            done = layout.finished(s, eos_step) | ((eos_step < 0) & (s + 1 >= max_steps + layout.tail))
+            if bool(done.all()):
+                out = out[:, :, : s + 1]
+                break
+        stopped = eos_step >= 0
+        # An item that hit its limit keeps every frame it could have ended after.
+        frames = torch.where(stopped, layout.frame_lengths(out), layout.n_frames(max_steps + layout.tail))
+        result = {"tokens": out, "frames": frames, "stopped": stopped}
+        if need_weights:
+            result["attention"] = torch.cat(attn, dim=2)
+        return result
+
+
+def sample(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """(..., V) float logits -> (...) ids. temperature 0 is greedy."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = logits.softmax(-1)
+    flat = probs.reshape(-1, probs.shape[-1])
+    return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])

@@ -1,0 +1,247 @@
+"""The training loop: a plain loop on `accelerate` (devices, mixed precision, data parallelism).
+
+    toktts train --config configs/demo.yaml [--set train.max_steps=50] [--resume]
+    accelerate launch --num_processes 2 -m toktts.cli train --config ...
+
+Determinism that makes `--resume` exact: the batch order of epoch e depends only on
+(seed, e), each process takes every world-th batch, and the RNG is reseeded from
+(seed, step, rank) before every step, so a resumed run replays the same batches with the same
+dropout masks as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from accelerate import Accelerator
+from tqdm import tqdm
+
+from toktts.checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint, save_model_dir, unwrap
+from toktts.codecs import build_codec
+from toktts.config import Config
+from toktts.data import TokenDataset, bucket_batches, cache_dir, collate
+from toktts.errors import TokttsError
+from toktts.model import TokTTS, guided_attention_loss
+from toktts.text import VOCAB
+
+log = logging.getLogger(__name__)
+
+
+def complete_model_config(cfg: Config) -> Config:
+    """Fill in the vocabulary sizes the model takes from the text module and the codec."""
+    cfg.model.text_vocab_size = len(VOCAB)
+    cfg.model.n_codebooks = cfg.codec.n_codebooks
+    cfg.model.codebook_size = cfg.codec.codebook_size
+    return cfg
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    """Linear warm-up, then cosine decay to lr * min_lr_ratio at max_steps."""
+    t = cfg.train
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    progress = min(1.0, (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps))
+    floor = t.lr * t.min_lr_ratio
+    return floor + (t.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def micro_batches(
+    dataset: TokenDataset, cfg: Config, rank: int, world: int, start: int
+) -> Iterator[list[int]]:
+    """This process's batches (index lists), endlessly, skipping the first `start`."""
+    t = cfg.train
+    text_lengths = [len(x) for x in dataset.text_ids]
+    epoch, seen = 0, 0
+    while True:
+        batches = bucket_batches(dataset.frames, text_lengths, t.batch_frames, t.max_batch_size, t.seed + epoch)
+        mine = batches[rank::world][: len(batches) // world]  # every process takes the same count
+        if not mine:
+            raise TokttsError(
+                f"the training set ({len(dataset)} utterances) is too small for {world} processes; "
+                "use a larger corpus or fewer processes"
+            )
+        for batch in mine:
+            if seen >= start:
+                yield batch
+            seen += 1
+        epoch += 1
+
+
+@dataclass
+class StepStats:
+    loss: float
+    ce: float
+    guide: float
+    frames: int
+
+
+def train_step(model, batch: dict, cfg: Config, accelerator: Accelerator) -> StepStats:
+    t = cfg.train
+    guided = t.guided_attn_layers if t.guided_attn_weight > 0 else 0
+    with accelerator.autocast():
+        logits, weights = model(batch["text"], batch["text_lengths"], batch["tokens"], attn_layers=guided)
+        ce, _, _ = unwrap(model).loss(logits, batch["tokens"])
+        loss = ce
+        guide = torch.zeros(())
+        if guided:
+            steps = unwrap(model).layout.n_steps(batch["frames"])  # (B,) decoder steps, EOS included
+            guide = guided_attention_loss(weights, batch["text_lengths"], steps, t.guided_attn_sigma)
+            loss = ce + t.guided_attn_weight * guide
+    accelerator.backward(loss)
+    return StepStats(loss.item(), ce.item(), guide.item(), int(batch["frames"].sum()))
+
+
+@torch.no_grad()
+def evaluate(model: TokTTS, dataset: TokenDataset, cfg: Config, device, accelerator: Accelerator) -> dict:
+    """Validation loss and per-codebook token accuracy over the first eval_batches batches."""
+    model.eval()
+    t = cfg.train
+    text_lengths = [len(x) for x in dataset.text_ids]
+    batches = bucket_batches(dataset.frames, text_lengths, t.batch_frames, t.max_batch_size, seed=0)
+    losses, accs, weights = [], [], []
+    for indices in batches[: t.eval_batches]:
+        batch = {k: v.to(device) for k, v in collate(dataset, indices, model.layout).items()}
+        with accelerator.autocast():
+            logits, _ = model(batch["text"], batch["text_lengths"], batch["tokens"])
+            loss, _, acc = model.loss(logits, batch["tokens"])
+        losses.append(loss.item())
+        accs.append(acc.float().cpu())
+        weights.append(len(indices))
+    model.train()
+    total = sum(weights)
+    acc = sum(a * w for a, w in zip(accs, weights)) / total
+    out = {"val/loss": sum(l * w for l, w in zip(losses, weights)) / total}
+    out.update({f"val/acc_{n}": float(a) for n, a in enumerate(acc)})
+    return out
+
+
+def _truncate_history(path: Path, step: int) -> None:
+    """Drop the log lines of steps after the checkpoint we resume from: they are redone."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError):  # a line cut off by the kill
+            continue
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
+    """Train per `cfg` and write the final model directory to cfg.train.output_dir."""
+    t = cfg.train
+    complete_model_config(cfg)
+    precision = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}.get(t.precision)
+    if precision is None:
+        raise TokttsError(f"train.precision must be bf16, fp16 or fp32, got {t.precision!r}")
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise TokttsError("train.precision=fp16 needs a GPU; use bf16 (fast on AMX CPUs) or fp32")
+    report = [] if t.report_to in ("", "none") else [t.report_to]
+    accelerator = Accelerator(
+        mixed_precision=precision, gradient_accumulation_steps=t.grad_accum,
+        log_with=report or None, project_dir=t.output_dir,
+    )
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    out_dir = Path(t.output_dir)
+
+    root = cache_dir(cfg)
+    if not (root / "manifest.json").is_file():
+        raise TokttsError(f"no token cache for this config at {str(root)!r}; run `toktts prepare` with the same config first")
+    train_set, val_set = TokenDataset(root, "train"), TokenDataset(root, "val")
+    codec = build_codec(cfg.codec, root if cfg.codec.name == "mel" else None)
+
+    torch.manual_seed(t.seed)
+    model = TokTTS(cfg.model)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay,
+        fused=False,
+    )
+    step = 0
+    checkpoints = checkpoint_dirs(out_dir) if resume else []
+    if resume and not checkpoints:
+        log.warning("--resume: no complete checkpoint in %s; starting from scratch", out_dir)
+    if checkpoints:
+        state = load_checkpoint(checkpoints[-1], model, optimizer)
+        step = state["step"]
+        if accelerator.is_main_process:
+            log.info("resumed from %s (step %d)", checkpoints[-1], step)
+            _truncate_history(out_dir / "history.jsonl", step)
+    if t.compile:
+        model = torch.compile(model)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if report:
+        accelerator.init_trackers(t.run_name or out_dir.name, config=cfg.to_dict())
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "train_config.json").write_text(cfg.to_json())
+        log.info("model: %.2fM parameters; %d train / %d val utterances", unwrap(model).num_params() / 1e6,
+                 len(train_set), len(val_set))
+
+    layout = unwrap(model).layout
+    batches = micro_batches(train_set, cfg, rank, world, start=step * t.grad_accum)
+    started = time.monotonic()
+    bar = tqdm(total=t.max_steps, initial=step, desc="train", disable=not (progress and accelerator.is_main_process))
+    history_path = out_dir / "history.jsonl"
+    model.train()
+    frames_seen, window_start = 0, time.monotonic()
+
+    def save(step: int) -> None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            save_checkpoint(out_dir, step, unwrap(model), cfg, codec, optimizer, {"step": step}, t.keep_last)
+
+    while step < t.max_steps:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        stats = []
+        for micro in range(t.grad_accum):
+            torch.manual_seed(t.seed * 1_000_003 + (step * t.grad_accum + micro) * world + rank)
+            batch = {k: v.to(device) for k, v in collate(train_set, next(batches), layout).items()}
+            with accelerator.accumulate(model):
+                stats.append(train_step(model, batch, cfg, accelerator))
+                if accelerator.sync_gradients and t.grad_clip > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        step += 1
+        frames_seen += sum(s.frames for s in stats) * world
+        record = {
+            "step": step, "lr": lr_at(step - 1, cfg),
+            "loss": sum(s.loss for s in stats) / len(stats),
+            "ce": sum(s.ce for s in stats) / len(stats),
+            "guide": sum(s.guide for s in stats) / len(stats),
+        }
+        if step % t.log_every == 0 or step == 1:
+            elapsed = time.monotonic() - window_start
+            record["frames_per_s"] = frames_seen / max(elapsed, 1e-9)
+            frames_seen, window_start = 0, time.monotonic()
+        if val_set and t.eval_every > 0 and (step % t.eval_every == 0 or step == t.max_steps):
+            if accelerator.is_main_process:
+                record.update(evaluate(unwrap(model), val_set, cfg, device, accelerator))
+        if accelerator.is_main_process:
+            with history_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            bar.set_postfix(loss=f"{record['ce']:.3f}", guide=f"{record['guide']:.3f}")
+            bar.update(1)
+        accelerator.log(record, step=step)
+        out_of_time = t.max_minutes > 0 and (time.monotonic() - started) / 60 >= t.max_minutes
+        if step % t.save_every == 0 or step == t.max_steps or out_of_time:
+            save(step)
+        if out_of_time:
+            if accelerator.is_main_process:
+                log.info("stopping at step %d: train.max_minutes=%s reached", step, t.max_minutes)
+            break
+    bar.close()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_model_dir(out_dir, unwrap(model), cfg, codec)
+    accelerator.end_training()
+    return out_dir

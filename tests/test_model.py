@@ -1,0 +1,173 @@
+import pytest
+import torch
+
+from toktts.config import ModelConfig
+from toktts.model import TokTTS, guided_attention_loss, sample
+
+
+def tiny(layout="delay", K=2, C=16, **kw):
+    cfg = ModelConfig(
+        layout=layout, enc_layers=2, enc_heads=2, enc_dim=32, dec_layers=2, dec_heads=2, dec_dim=48,
+        dropout=0.0, text_vocab_size=30, n_codebooks=K, codebook_size=C, **kw,
+    )
+    torch.manual_seed(0)
+    return TokTTS(cfg).eval()
+
+
+def batch(model, B=2, L=7, T=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randint(1, 30, (B, L), generator=g)
+    text_lengths = torch.tensor([L] + [L - 2] * (B - 1))
+    text[1:, L - 2 :] = 0
+    lay = model.layout
+    codes = torch.randint(0, lay.codebook_size, (B, lay.n_codebooks, T), generator=g)
+    tokens = lay.tokens(codes, torch.full((B,), T))
+    return text, text_lengths, tokens
+
+
+@pytest.mark.parametrize("layout", ["delay", "flatten"])
+def test_forward_shapes_and_loss(layout):
+    model = tiny(layout)
+    text, text_lengths, tokens = batch(model)
+    logits, weights = model(text, text_lengths, tokens, attn_layers=2)
+    B, N, S = tokens.shape
+    assert logits.shape == (B, S, N, model.layout.vocab_size)  # (B, S, N, V)
+    assert len(weights) == 2 and weights[0].shape == (B, 2, S, text.shape[1])  # (B, H, S, L)
+    # attention never lands on padded characters
+    assert weights[0][1, :, :, text_lengths[1]:].abs().max() == 0
+    loss, per_stream, acc = model.loss(logits, tokens)
+    assert per_stream.shape == (N,) and acc.shape == (N,)
+    # an untrained model is close to uniform over the vocabulary
+    assert abs(loss.item() - torch.log(torch.tensor(float(model.layout.vocab_size))).item()) < 0.5
+
+
+@pytest.mark.parametrize("layout", ["delay", "flatten"])
+def test_decoder_is_causal(layout):
+    """The logits at step s get no gradient from decoder inputs after s."""
+    model = tiny(layout)
+    text, text_lengths, tokens = batch(model)
+    text_mask = torch.arange(text.shape[1])[None] < text_lengths[:, None]
+    memory = model.encoder(text, text_mask)
+    x = model.decoder.embed_tokens(tokens).detach().requires_grad_(True)
+    # re-run the decoder blocks on a differentiable input embedding
+    h = x
+    mask = text_mask[:, None, None, :]
+    for blk in model.decoder.blocks:
+        n = blk.norm1(h)
+        k, v = blk.self_attn.keys_values(n)
+        h = h + blk.self_attn.attend(n, k, v, causal=True)[0]
+        k, v = blk.cross_attn.keys_values(memory)
+        h = h + blk.cross_attn.attend(blk.norm2(h), k, v, mask)[0]
+        h = h + blk.mlp(blk.norm3(h))
+    logits = model.decoder.logits(h)
+    s = 4
+    logits[:, s].sum().backward()
+    grad = x.grad.abs().sum(-1)  # (B, S)
+    assert grad[:, : s + 1].sum() > 0
+    assert grad[:, s + 1 :].sum() == 0
+
+
+def test_encoder_is_bidirectional_and_ignores_padding():
+    model = tiny()
+    text, text_lengths, _ = batch(model)
+    mask = torch.arange(text.shape[1])[None] < text_lengths[:, None]
+    out = model.encoder(text, mask)
+    changed = text.clone()
+    changed[0, -1] = (changed[0, -1] % 29) + 1  # last character of the full-length item
+    changed[1, -1] = 5  # a padded position of item 1
+    out2 = model.encoder(changed, mask)
+    assert not torch.allclose(out[0, 0], out2[0, 0])  # the first position sees the last
+    assert torch.allclose(out[1, : text_lengths[1]], out2[1, : text_lengths[1]], atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["delay", "flatten"])
+def test_kv_cache_equals_full_recompute(layout):
+    model = tiny(layout)
+    text, text_lengths, tokens = batch(model)
+    full, _ = model(text, text_lengths, tokens)
+    text_mask = torch.arange(text.shape[1])[None] < text_lengths[:, None]
+    memory = model.encoder(text, text_mask)
+    B, N, S = tokens.shape
+    cache = model.decoder.start(memory, text_mask, S)
+    inputs = torch.cat([torch.full_like(tokens[:, :, :1], model.layout.bos_id), tokens[:, :, :-1]], 2)
+    steps = [model.decoder.step(inputs[:, :, s : s + 1], cache, s)[0] for s in range(S)]
+    incremental = torch.cat(steps, dim=1)
+    torch.testing.assert_close(incremental, full, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["delay", "flatten"])
+def test_seeded_generation_is_reproducible_and_well_formed(layout):
+    model = tiny(layout)
+    text, text_lengths, _ = batch(model)
+    limits = torch.tensor([40, 25])
+    runs = [
+        model.generate(text, text_lengths, limits, temperature=1.0, top_k=8,
+                       generator=torch.Generator().manual_seed(7))
+        for _ in range(2)
+    ]
+    assert torch.equal(runs[0]["tokens"], runs[1]["tokens"])
+    other = model.generate(text, text_lengths, limits, temperature=1.0, top_k=8,
+                           generator=torch.Generator().manual_seed(8))
+    assert not torch.equal(runs[0]["tokens"], other["tokens"])
+    out = runs[0]
+    lay = model.layout
+    codes = lay.codes(out["tokens"])
+    assert codes.shape[1] == lay.n_codebooks
+    assert int(codes.max()) < lay.codebook_size and int(codes.min()) >= 0
+    for b in range(2):
+        assert out["frames"][b] <= lay.n_frames(int(limits[b]) + lay.tail)
+        if not out["stopped"][b]:
+            assert out["frames"][b] == lay.n_frames(int(limits[b]) + lay.tail)
+
+
+def test_generation_stops_on_eos():
+    """A model whose head always prefers EOS on stream 0 stops right away and says so."""
+    model = tiny("delay")
+    with torch.no_grad():
+        model.decoder.head.bias.zero_()
+        model.decoder.head.bias[model.layout.eos_id] = 100.0
+    text, text_lengths, _ = batch(model)
+    out = model.generate(text, text_lengths, torch.tensor([50, 50]), temperature=0.0)
+    assert out["stopped"].all()
+    assert out["frames"].tolist() == [0, 0]
+    assert out["tokens"].shape[2] == model.layout.n_codebooks  # EOS, then the delayed streams end
+
+
+def test_generation_hits_limit_without_eos():
+    model = tiny("delay")
+    with torch.no_grad():
+        model.decoder.head.bias[model.layout.eos_id] = -100.0
+    text, text_lengths, _ = batch(model)
+    out = model.generate(text, text_lengths, torch.tensor([12, 20]), temperature=0.0)
+    assert not out["stopped"].any()
+    assert out["frames"].tolist() == [11, 19]  # EOS due by step 11 <=> at most 11 frames
+
+
+def test_sample_filters():
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample(logits, 1.0, 2, 1.0, g) for _ in range(200)])
+    assert set(draws.flatten().tolist()) == {2, 3}
+    draws = torch.stack([sample(logits, 1.0, 0, 0.5, g) for _ in range(200)])
+    assert set(draws.flatten().tolist()) == {3}  # p(3) = 0.64 >= 0.5 alone
+    assert sample(logits, 0.0, 0, 1.0, None).item() == 3
+
+
+def test_guided_attention_prefers_the_diagonal():
+    S, L = 20, 10
+    diag = torch.zeros(1, 1, S, L)
+    for s in range(S):
+        diag[0, 0, s, s * L // S] = 1.0
+    anti = diag.flip(-1)
+    lengths = torch.tensor([L]), torch.tensor([S])
+    assert guided_attention_loss([diag], *lengths, 0.2) < 0.05
+    assert guided_attention_loss([anti], *lengths, 0.2) > 0.3
+
+
+def test_bf16_autocast_close_to_fp32():
+    model = tiny()
+    text, text_lengths, tokens = batch(model)
+    ref, _ = model(text, text_lengths, tokens)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low, _ = model(text, text_lengths, tokens)
+    assert (low.float() - ref).abs().max() < 0.1
