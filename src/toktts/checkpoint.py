@@ -44,7 +44,7 @@ def save_model_dir(
     tmp = directory / ".model.safetensors.tmp"
     save_file(state, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, directory / "model.safetensors")
-    meta = {"format_version": FORMAT_VERSION, "text_vocab": VOCAB.chars, **cfg.to_dict()}
+    meta = {"format_version": FORMAT_VERSION, "text_vocab": list(VOCAB.chars), **cfg.to_dict()}
     tmp = directory / ".config.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2))
     os.replace(tmp, config_path)
@@ -74,7 +74,7 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
         raise TokttsError(f"{str(config_path)!r} is not valid JSON; the model directory is damaged") from None
     vocab = meta.pop("text_vocab", None)
     meta.pop("format_version", None)
-    if vocab is not None and vocab != VOCAB.chars:
+    if vocab is not None and list(vocab) != list(VOCAB.chars):
         raise TokttsError(
             f"model {str(directory)!r} was trained with another text vocabulary; use the toktts version "
             "that trained it or retrain"

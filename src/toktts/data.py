@@ -91,7 +91,7 @@ def _split(cfg: Config, items: list[Item]) -> tuple[list[Item], list[Item]]:
         return [i for i in items if i.id not in held], [i for i in items if i.id in held]
     order = list(range(len(items)))
     random.Random(cfg.data.split_seed).shuffle(order)
-    n_val = min(cfg.data.val_size, max(len(items) // 10, 1)) if len(items) > 1 else 0
+    n_val = max(0, min(cfg.data.val_size, len(items) - 1))  # keep at least one for training
     val = sorted(order[:n_val])
     held = set(val)
     return [items[i] for i in range(len(items)) if i not in held], [items[i] for i in val]
@@ -243,9 +243,10 @@ def prepare_summary(root: Path) -> str:
     m = json.loads((root / "manifest.json").read_text())
     skipped = {k: v for k, v in m["skipped"].items() if v}
     ds = TokenDataset(root, "train")
-    hours = ds.frames.sum() / ds.frame_rate / 3600
+    minutes = ds.frames.sum() / ds.frame_rate / 60
+    amount = f"{minutes / 60:.2f} h" if minutes >= 60 else f"{minutes:.1f} min"
     return (f"token cache {root}: {m['utterances']['train']} train / {m['utterances']['val']} val "
-            f"utterances, {hours:.2f} h of training audio; skipped: {skipped or 'none'}")
+            f"utterances, {amount} of training audio; skipped: {skipped or 'none'}")
 
 
 class TokenDataset:

@@ -50,14 +50,19 @@ def autocast(device: torch.device, precision: str):
 class TTS:
     """A trained toktts model with its codec and text settings."""
 
-    def __init__(self, model: TokTTS, cfg: Config, codec: Codec, device: torch.device, precision: str = "bf16"):
+    def __init__(
+        self, model: TokTTS, cfg: Config, codec: Codec, device: torch.device, precision: str | None = None
+    ):
         self.model, self.cfg, self.codec, self.device = model, cfg, codec, device
-        self.precision = precision
+        # Decoding multiplies one row at a time; oneDNN's bf16 path for such small matmuls is
+        # far slower than fp32 on CPU (measured ~50 us fp32 vs ~10 ms bf16 for a 1x256x1024
+        # linear), while GPUs gain from bf16.
+        self.precision = precision or ("bf16" if device.type == "cuda" else "fp32")
         self.sampling_rate = codec.sample_rate
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path | None = None, device: str | None = None, precision: str = "bf16"
+        cls, path: str | Path | None = None, device: str | None = None, precision: str | None = None
     ) -> "TTS":
         """Load a model directory, a Hub repo id (`user/name`), or the bundled voice (no path)."""
         if path is None:

@@ -36,10 +36,10 @@ def sinusoids(length: int, dim: int, offset: int = 0, device=None) -> torch.Tens
 class Attention(nn.Module):
     """Multi-head attention of x (B, S, D) over a source (B, L, D_src): self- or cross-attention."""
 
-    def __init__(self, dim: int, source_dim: int, heads: int, dropout: float):
+    def __init__(self, dim: int, source_dim: int, heads: int):
         super().__init__()
         assert dim % heads == 0, f"width {dim} is not divisible by {heads} heads"
-        self.heads, self.dropout = heads, dropout
+        self.heads = heads
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(source_dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
@@ -70,10 +70,11 @@ class Attention(nn.Module):
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             weights = scores.float().softmax(-1)
-            y = F.dropout(weights.to(v.dtype), self.dropout, self.training) @ v
+            y = weights.to(v.dtype) @ v
         else:
-            p = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+            # No dropout on the attention weights: on CPU it forces the slow unfused kernel and
+            # costs more than the rest of the layer (measured); the residual dropouts remain.
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         B, H, S, Dh = y.shape
         return self.out(y.transpose(1, 2).reshape(B, S, H * Dh)), weights
 
@@ -84,8 +85,8 @@ class Block(nn.Module):
     def __init__(self, dim: int, heads: int, ff_mult: int, dropout: float, cross_dim: int = 0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.self_attn = Attention(dim, dim, heads, dropout)
-        self.cross_attn = Attention(dim, cross_dim, heads, dropout) if cross_dim else None
+        self.self_attn = Attention(dim, dim, heads)
+        self.cross_attn = Attention(dim, cross_dim, heads) if cross_dim else None
         self.norm2 = nn.LayerNorm(dim) if cross_dim else None
         self.norm3 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(

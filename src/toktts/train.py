@@ -146,6 +146,9 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
         raise TokttsError("train.precision=fp16 needs a GPU; use bf16 (fast on AMX CPUs) or fp32")
     report = [] if t.report_to in ("", "none") else [t.report_to]
     accelerator = Accelerator(
+        # cpu=True on a machine without a GPU makes `accelerate launch --num_processes N` run
+        # N CPU processes joined by gloo instead of N independent runs.
+        cpu=not torch.cuda.is_available(),
         mixed_precision=precision, gradient_accumulation_steps=t.grad_accum,
         log_with=report or None, project_dir=t.output_dir,
     )
@@ -182,8 +185,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "train_config.json").write_text(cfg.to_json())
-        log.info("model: %.2fM parameters; %d train / %d val utterances", unwrap(model).num_params() / 1e6,
-                 len(train_set), len(val_set))
+        log.info("model: %.2fM parameters; %d train / %d val utterances; %d process(es) on %s",
+                 unwrap(model).num_params() / 1e6, len(train_set), len(val_set), world, device)
 
     layout = unwrap(model).layout
     batches = micro_batches(train_set, cfg, rank, world, start=step * t.grad_accum)

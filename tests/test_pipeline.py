@@ -1,0 +1,237 @@
+"""corpus synth -> prepare -> train -> say, end to end on a tiny flite corpus and a tiny model,
+through the same CLI a user runs; plus resume after SIGKILL and 2-process data parallelism."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from toktts.config import load_config
+from toktts.corpus import packaged_transcripts, synth_corpus
+
+ROOT = Path(__file__).parent.parent
+DEMO = str(ROOT / "configs" / "demo.yaml")
+
+
+def tiny_overrides(corpus: Path, out: Path, **extra) -> list[str]:
+    settings = {
+        "data.corpus": corpus, "data.val_size": 2, "data.cache_dir": corpus.parent / "cache",
+        "codec.codebook_size": 32, "codec.griffin_lim_iters": 4,
+        "model.enc_layers": 1, "model.enc_dim": 32, "model.enc_heads": 2,
+        "model.dec_layers": 2, "model.dec_dim": 32, "model.dec_heads": 2,
+        "train.output_dir": out, "train.max_steps": 6, "train.batch_frames": 1500, "train.warmup_steps": 2,
+        "train.eval_every": 3, "train.save_every": 3, "train.log_every": 1, "train.max_minutes": 0,
+        "generate.max_seconds": 2.0,
+    }
+    settings.update(extra)
+    return [f"{k}={v}" for k, v in settings.items()]
+
+
+def toktts(*args: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "toktts.cli", *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"toktts {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def sets(overrides: list[str]) -> list[str]:
+    return [arg for item in overrides for arg in ("--set", item)]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Ten short LJSpeech sentences spoken by flite."""
+    root = tmp_path_factory.mktemp("corpus")
+    rows = sorted(packaged_transcripts("train"), key=lambda r: len(r[1]))[:10]
+    texts = root / "texts.txt"
+    texts.write_text("".join(f"{i}|{t}\n" for i, t in rows))
+    return synth_corpus(root / "slt", texts=texts, progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory) -> tuple[Path, list[str]]:
+    out = tmp_path_factory.mktemp("run") / "model"
+    overrides = tiny_overrides(corpus, out)
+    toktts("prepare", "--config", DEMO, *sets(overrides))
+    toktts("train", "--config", DEMO, *sets(overrides))
+    return out, overrides
+
+
+def test_prepare_builds_a_cache_once(corpus, trained):
+    _, overrides = trained
+    proc = toktts("prepare", "--config", DEMO, *sets(overrides))
+    assert "8 train / 2 val utterances" in proc.stdout
+    assert "reusing" in proc.stderr  # a rerun with the same config reuses the cache
+    cfg = load_config([DEMO], overrides)
+    from toktts.data import TokenDataset, cache_dir
+
+    train = TokenDataset(cache_dir(cfg), "train")
+    assert len(train) == 8
+    codes = train.codes(0)
+    assert codes.shape[0] == 2 and codes.max() < 32  # (K, T) codes within the codebook
+    # 75 frames per second of audio
+    seconds = sf.info(str(corpus / "wavs" / f"{train.ids[0]}.wav")).duration
+    assert abs(codes.shape[1] - seconds * 75) <= 2
+
+
+def test_train_writes_model_checkpoints_and_history(trained):
+    out, _ = trained
+    for name in ("config.json", "model.safetensors", "codec.safetensors"):
+        assert (out / name).is_file()
+    steps = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert steps == ["step-00000003", "step-00000006"]
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]
+    assert "val/loss" in history[2] and "val/acc_1" in history[5]
+    assert all(np.isfinite(h["loss"]) for h in history)
+
+
+def test_say_writes_a_wav(trained, tmp_path):
+    out, _ = trained
+    wav = tmp_path / "x.wav"
+    proc = toktts("say", "Printing, in the only sense with which we are at present concerned.",
+                  "--model", str(out), "-o", str(wav), "--seed", "1")
+    audio, rate = sf.read(str(wav))
+    assert rate == 24000 and audio.ndim == 1
+    assert 0 < len(audio) <= 2.0 * rate + 1
+    assert "stopped by" in proc.stdout
+
+
+def test_python_api_and_old_pipeline_name(trained):
+    out, _ = trained
+    from toktts import TTS, text_to_speech_pipeline
+
+    tts = TTS.from_pretrained(out)
+    a = tts("Hello there, 42 times.", seed=3, temperature=0.9)
+    b = tts("Hello there, 42 times.", seed=3, temperature=0.9)
+    assert a["audio"].dtype == np.float32 and a["sampling_rate"] == 24000
+    assert a["stop_reason"] in ("eos", "max_length")
+    assert "forty-two" in a["text"]  # normalised before the model reads it
+    np.testing.assert_array_equal(a["audio"], b["audio"])  # seeded
+    pipe = text_to_speech_pipeline(out)
+    c = pipe("Hello there, 42 times.", forward_params={"do_sample": False})
+    assert set(c) >= {"audio", "sampling_rate"}
+    with pytest.raises(Exception, match="unknown forward_params"):
+        pipe("Hi.", forward_params={"beams": 4})
+
+
+def test_samples_writes_generated_and_reference(trained, tmp_path):
+    _, overrides = trained
+    toktts("samples", "--config", DEMO, *sets(overrides), "--limit", "2", "--out", str(tmp_path / "s"))
+    for split in ("train", "val"):
+        folder = tmp_path / "s" / split
+        refs = sorted(folder.glob("*_ref.wav"))
+        assert len(refs) == 2
+        for ref in refs:
+            utt = ref.name[: -len("_ref.wav")]
+            assert (folder / f"{utt}.wav").is_file() and (folder / f"{utt}.txt").read_text().strip()
+
+
+def _history(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+
+
+def test_resume_after_sigkill_follows_the_same_curve(corpus, tmp_path):
+    """Kill -9 mid-run, --resume, and the losses match an uninterrupted run step for step."""
+    steps = {"train.max_steps": 24, "train.save_every": 2, "train.eval_every": 0}
+    full = tiny_overrides(corpus, tmp_path / "full", **steps)
+    toktts("prepare", "--config", DEMO, *sets(full))
+    toktts("train", "--config", DEMO, *sets(full))
+    reference = [h["loss"] for h in _history(tmp_path / "full")]
+
+    out = tmp_path / "killed"
+    killed = tiny_overrides(corpus, out, **steps)
+    proc = subprocess.Popen([sys.executable, "-m", "toktts.cli", "train", "--config", DEMO, *sets(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (out / "checkpoints" / "step-00000004").is_dir() and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "checkpoints" / "step-00000004").is_dir()
+    assert not (out / "model.safetensors").exists()  # it really was cut short
+    toktts("train", "--config", DEMO, *sets(killed), "--resume")
+    resumed = [h["loss"] for h in _history(out)]
+    assert len(resumed) == 24
+    np.testing.assert_allclose(resumed, reference, rtol=1e-4)
+
+
+def test_corrupt_latest_checkpoint_is_a_clear_error(corpus, tmp_path):
+    out = tmp_path / "run"
+    overrides = tiny_overrides(corpus, out, **{"train.max_steps": 2, "train.save_every": 2})
+    toktts("prepare", "--config", DEMO, *sets(overrides))
+    toktts("train", "--config", DEMO, *sets(overrides))
+    (out / "checkpoints" / "step-00000002" / "model.safetensors").write_bytes(b"garbage")
+    proc = toktts("train", "--config", DEMO, *sets(overrides), "--resume", check=False)
+    assert proc.returncode == 2
+    assert "step-00000002" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_accelerate_launch_two_processes(corpus, tmp_path):
+    out = tmp_path / "ddp"
+    overrides = tiny_overrides(corpus, out, **{"train.max_steps": 3, "train.save_every": 3, "train.eval_every": 3,
+                                               "train.batch_frames": 500})
+    toktts("prepare", "--config", DEMO, *sets(overrides))
+    # --multi_gpu selects accelerate's torchrun launcher; on a machine without GPUs the trainer
+    # asks accelerate for CPU processes joined by gloo.
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no",
+         "-m", "toktts.cli", "train", "--config", DEMO, *sets(overrides)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = _history(out)
+    assert [h["step"] for h in history] == [1, 2, 3]  # one log line per step, from rank 0
+    assert (out / "model.safetensors").is_file()
+    assert "2 process(es)" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--config", DEMO, "--set", "train.max_stepz=3"], "unknown config key 'train.max_stepz'"),
+        (["train", "--config", DEMO, "--set", "train.max_steps=many"], "'train.max_steps' must be int"),
+        (["prepare", "--config", DEMO, "--set", "data.corpus=/nonexistent/corpus"], "/nonexistent/corpus"),
+        (["say", "  ", "--model", "{model}"], "nothing to say"),
+        (["say", "🙂🙂", "--model", "{model}"], "nothing to say"),
+        (["say", "Hi.", "--model", "/nonexistent/model"], "does not exist"),
+        (["say", "Hi.", "--model", "{empty}"], "incomplete"),
+        (["say", "Hi.", "--model", "{model}", "--top-p", "0"], "top_p"),
+        (["say", "Hi.", "--model", "{model}", "-o", "/nonexistent/dir/x.wav"], "/nonexistent/dir"),
+        (["train", "--config", DEMO, "--set", "data.corpus={corpus}", "--set", "data.cache_dir={fresh}"],
+         "run `toktts prepare`"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args, message, trained, corpus, tmp_path):
+    model, _ = trained
+    (tmp_path / "empty").mkdir()
+    fill = {"{model}": str(model), "{empty}": str(tmp_path / "empty"), "{corpus}": str(corpus),
+            "{fresh}": str(tmp_path / "fresh")}
+    args = [fill.get(a, a) for a in args]
+    args = [a.replace("{corpus}", str(corpus)).replace("{fresh}", str(tmp_path / "fresh")) for a in args]
+    proc = toktts(*args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+
+
+def test_out_of_vocabulary_characters_are_dropped_not_fatal(trained):
+    from toktts import TTS
+
+    out, _ = trained
+    result = TTS.from_pretrained(out)("Hello 世界 there.", seed=0)
+    assert len(result["audio"]) > 0
