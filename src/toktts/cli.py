@@ -100,6 +100,16 @@ def cmd_samples(args) -> None:
     print(f"samples written to {out}")
 
 
+def cmd_evaluate(args) -> None:
+    from toktts.evaluate import evaluate, format_summary
+
+    metrics = evaluate(
+        args.model, args.corpus, split=args.split, limit=args.limit, out_dir=args.out, asr=args.asr,
+        seed=args.seed, batch_size=args.batch_size, device=args.device, asr_jobs=args.asr_jobs,
+    )
+    print(format_summary(metrics))
+
+
 def cmd_normalize(args) -> None:
     from toktts.text import normalize
 
@@ -152,6 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=4, help="rows per split")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_samples)
+
+    p = sub.add_parser("evaluate", help="intelligibility (ASR CER/WER), stops and speed, with an HTML report")
+    p.add_argument("--model", default=None, help="model directory (default: the bundled voice)")
+    p.add_argument("--corpus", required=True, help="LJSpeech-layout corpus with the reference recordings")
+    p.add_argument("--split", default="val", choices=["val", "all"])
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--out", default=None, help="default: <model>/eval-<split>")
+    p.add_argument("--asr", default="pocketsphinx", help="pocketsphinx or whisper:PATH (a local Whisper model)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default=None)
+    p.add_argument("--asr-jobs", type=int, default=None)
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("normalize", help="print the text as the model will read it")
     p.add_argument("text", nargs="?", default=None)

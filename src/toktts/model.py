@@ -204,8 +204,8 @@ class Decoder(nn.Module):
             cache.self_v[i][:, :, pos : pos + 1] = v
             k_all, v_all = cache.self_k[i][:, :, : pos + 1], cache.self_v[i][:, :, : pos + 1]
             x = x + blk.self_attn.attend(h, k_all, v_all)[0]
-            y, w = blk.cross_attn.attend(
-                blk.norm2(x), cache.cross_k[i], cache.cross_v[i], cache.text_mask, need_weights=need_weights
+            y, w = blk.cross_attn.attend(  # the alignment image needs the first layer only
+                blk.norm2(x), cache.cross_k[i], cache.cross_v[i], cache.text_mask, need_weights=need_weights and i == 0
             )
             x = x + y
             x = x + blk.mlp(blk.norm3(x))

@@ -1,0 +1,691 @@
+"""`toktts evaluate`: an honest measure of how well a model speaks.
+
+    toktts evaluate --model DIR --corpus DIR [--split val|all] [--limit N] [--out DIR]
+                    [--asr pocketsphinx|whisper:PATH] [--seed N] [--batch-size N]
+                    [--device DEV] [--asr-jobs N]
+
+For every sentence of the chosen split the model reads the corpus text (batched, seeded, the
+model's own sampling settings), and the same ASR transcribes three recordings of it:
+
+    generated      what the model said
+    resynthesized  the corpus recording through the model's codec (encode, decode): the best the
+                   model could ever sound with this codec -- its ceiling
+    reference      the corpus recording itself: the ceiling of the ASR on this voice
+
+so every CER is read beside its two ceilings: a generated CER of 30% is good when the
+resynthesized one is 25%, and says little about the model when the reference is already 60%.
+Reference text and transcripts are scored the same way: `toktts.text.normalize` (numbers,
+abbreviations and case become words the same way on both sides), then punctuation dropped and
+spaces collapsed. CER/WER totals are corpus-level (all edits / all reference characters or words).
+
+Also reported: how generation stopped (runaway rate: the share of sentences that hit the length
+limit without emitting EOS; generated/reference duration ratio) and speed, as real-time factors
+(seconds of compute per second of audio) of token generation and of codec decoding, separately,
+measured around `TTS.generate_tokens` and `TTS.decode` after one warm-up call. Generation records
+the first decoder layer's cross-attention for the alignment image, and its RTF includes that.
+The RTF is that of batched generation at `--batch-size` on the device used, on whatever else the
+machine was running at the time.
+
+Splits (`--split`):
+  all   every row of the corpus's metadata.csv.
+  val   sentences the model never trained on, picked by the first rule that applies:
+        1. `<corpus>/val.txt` exists: the ids it lists (one `id` or `id|text` a line);
+        2. the model was trained on this very corpus (its config's data.corpus is this directory):
+           the rows its training held out -- the same split `toktts prepare` made (data.val_ids,
+           or the seeded data.val_size split);
+        3. otherwise the 100 packaged LJSpeech validation ids (toktts/data/ljspeech/val.txt) found
+           in the corpus: a real LJSpeech copy, or a flite corpus made from them with
+           `toktts corpus synth --out DIR --texts src/toktts/data/ljspeech/val.txt`.
+        Then, wherever the model's training corpus can still be read, any row whose id or text
+        the model trained on is dropped (with a warning), whatever rule picked it.
+
+Writes to `--out` (default `<model>/eval-<split>`):
+  metrics.json   totals and one row per sentence (transcripts, CER/WER, stop reason, durations)
+  report.html    the metrics, and per sentence the text, the three transcripts with their CER and
+                 WER, audio players, spectrograms and the cross-attention alignment; no external
+                 resource: audio and images are embedded as data URIs while each kind totals under
+                 32 MB, and otherwise played and shown from the files beside the page
+  audio/         <id>.generated.wav, <id>.resynthesized.wav, <id>.reference.wav (codec rate)
+  figures/       <id>.png: the three spectrograms on one time axis, and the alignment
+Everything goes to disk as it is made, so memory stays flat however large the split.
+
+ASR: `pocketsphinx` (offline, its bundled US English model, 16 kHz) or `whisper:PATH`, a local
+Whisper checkpoint directory read with transformers. Compare CERs only under the same ASR.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import io
+import json
+import logging
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from tqdm import tqdm
+
+from toktts.corpus import Utterance, read_corpus
+from toktts.errors import TokttsError
+from toktts.text import normalize
+
+if TYPE_CHECKING:  # torch and the model load lazily: ASR worker processes import this module
+    from toktts.config import Config
+    from toktts.inference import TTS
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("val", "all")
+KINDS = ("generated", "resynthesized", "reference")
+ASR_RATE = 16000  # both ASRs read 16 kHz mono
+EMBED_LIMIT_BYTES = 32 * 2**20  # above this much wav, report.html links the files instead
+_PACKAGED_VAL = "data/ljspeech/val.txt"
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+_TAG = re.compile(r"<[^>]*>|\[[^\]]*\]")  # ASR filler tags such as <sil> or [NOISE]
+_NOT_LETTER = re.compile(r"[^a-z ]+")
+
+
+def score_text(text: str) -> str:
+    """The form both sides are compared in: `normalize`d, hyphens as spaces, no punctuation."""
+    spoken = normalize(_TAG.sub(" ", text)).replace("-", " ")
+    return " ".join(_NOT_LETTER.sub("", spoken).split())
+
+
+def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[float, float]:
+    """(CER, WER) over paired scored texts: all edits / all reference characters or words."""
+    import jiwer
+
+    return float(jiwer.cer(list(references), list(hypotheses))), float(jiwer.wer(list(references), list(hypotheses)))
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def _read_ids(path: Path) -> set[str]:
+    return {line.split("|")[0].strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()}
+
+
+def _same_dir(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except OSError:
+        return False
+
+
+def _model_split(cfg: Config) -> tuple[list, list] | None:
+    """(train, val) items of the model's training corpus, split as `prepare` split them; None
+    when that corpus is no longer readable here (moved, another machine)."""
+    from toktts import data
+
+    corpus = Path(cfg.data.corpus) if cfg.data.corpus else None
+    if corpus is None or not (corpus / "metadata.csv").is_file():
+        return None
+    try:
+        items = data._read_items(cfg, dict.fromkeys(data.SKIPS, 0))
+        return data._split(cfg, items)
+    except TokttsError as e:  # e.g. its data.val_ids file is gone
+        log.info("cannot reproduce the model's train/val split (%s)", e)
+        return None
+
+
+def split_rows(corpus_dir: str | Path, split: str, cfg: Config | None = None) -> tuple[list[Utterance], str]:
+    """The corpus rows of `split` and the rule that chose them (see the module docstring)."""
+    if split not in SPLITS:
+        raise TokttsError(f"unknown split {split!r}: use 'val' (never trained on) or 'all'")
+    rows = read_corpus(corpus_dir)
+    if split == "all":
+        return rows, "all: every row of metadata.csv"
+    corpus = Path(corpus_dir).expanduser()
+    model_split = _model_split(cfg) if cfg is not None else None
+    if (corpus / "val.txt").is_file():
+        ids, rule = _read_ids(corpus / "val.txt"), f"val: the ids listed in {corpus / 'val.txt'}"
+    elif cfg is not None and cfg.data.corpus and _same_dir(cfg.data.corpus, corpus):
+        if model_split is None:
+            raise TokttsError(
+                f"cannot tell which rows of {corpus} the model held out from training: add a val.txt of ids "
+                "to the corpus, or evaluate on another corpus (e.g. `toktts corpus synth --out DIR --texts "
+                "src/toktts/data/ljspeech/val.txt`)"
+            )
+        ids, rule = {it.id for it in model_split[1]}, "val: the rows the model's training held out"
+    else:
+        text = (resources.files("toktts") / _PACKAGED_VAL).read_text(encoding="utf-8")
+        ids = {line.split("|")[0].strip() for line in text.splitlines() if line.strip()}
+        rule = "val: the packaged LJSpeech validation ids (toktts/data/ljspeech/val.txt) in the corpus"
+    chosen = [u for u in rows if u.id in ids]
+    if model_split is not None and chosen:
+        trained = model_split[0]
+        seen_ids, seen_texts = {it.id for it in trained}, {score_text(it.text) for it in trained}
+        kept = [u for u in chosen if u.id not in seen_ids and score_text(u.normalized_text) not in seen_texts]
+        if len(kept) < len(chosen):
+            log.warning("dropped %d of %d %s rows: the model trained on them (%s)",
+                        len(chosen) - len(kept), len(chosen), split, cfg.data.corpus)
+            rule += f"; {len(chosen) - len(kept)} rows the model trained on dropped"
+        if not kept:
+            raise TokttsError(
+                f"every {split} row of {corpus} ({len(chosen)}) was in the model's training data: "
+                "evaluate on sentences it never saw, e.g. a corpus from "
+                "`toktts corpus synth --out DIR --texts src/toktts/data/ljspeech/val.txt`"
+            )
+        chosen = kept
+    if not chosen:
+        raise TokttsError(
+            f"corpus {corpus} has no rows of split {split!r} ({rule}): make a validation corpus with "
+            "`toktts corpus synth --out DIR --texts src/toktts/data/ljspeech/val.txt`, add a val.txt of ids "
+            "to the corpus, or use --split all"
+        )
+    return chosen, rule
+
+
+# ----------------------------------------------------------------------------- ASR
+
+
+def _load_pcm16(path: Path) -> np.ndarray:
+    """A wav as 16 kHz mono int16, what pocketsphinx reads."""
+    from toktts.audio import load_audio
+
+    return (np.clip(load_audio(path, ASR_RATE), -1.0, 1.0) * 32767).astype(np.int16)
+
+
+def _sphinx_decoder():
+    try:
+        from pocketsphinx import Decoder
+    except ImportError:
+        raise TokttsError("pocketsphinx is not installed: `pip install pocketsphinx`") from None
+    try:
+        return Decoder(loglevel="FATAL")
+    except Exception as e:  # noqa: BLE001 -- whatever breaks loading its bundled model, say so in one line
+        raise TokttsError(
+            f"pocketsphinx cannot load its English model ({type(e).__name__}: {e}): "
+            "`pip install --force-reinstall pocketsphinx`"
+        ) from None
+
+
+def _sphinx_run(pcm: np.ndarray, decoder) -> str:
+    if len(pcm) < ASR_RATE // 100:  # pocketsphinx cannot process an (almost) empty buffer
+        return ""
+    decoder.start_utt()
+    decoder.process_raw(pcm.tobytes(), full_utt=True)
+    decoder.end_utt()
+    hyp = decoder.hyp()
+    return hyp.hypstr if hyp is not None else ""
+
+
+_MARK = "toktts-asr\t"
+
+
+def _sphinx_serve(listing: str) -> None:
+    """ASR worker process: transcribe the wavs listed in a file (one path a line), one line each."""
+    decoder = _sphinx_decoder()
+    for path in Path(listing).read_text(encoding="utf-8").splitlines():
+        print(_MARK + json.dumps(_sphinx_run(_load_pcm16(Path(path)), decoder)), flush=True)
+
+
+class PocketSphinx:
+    """pocketsphinx's bundled US English model. It holds the GIL, so several clips run at once
+    in worker processes -- plain subprocesses rather than multiprocessing, whose spawn start
+    method would re-run the caller's script in every worker."""
+
+    name = "pocketsphinx"
+
+    def __init__(self, jobs: int | None = None):
+        self.decoder = _sphinx_decoder()  # fails here, before any synthesis, if it cannot load
+        self.jobs = max(1, jobs if jobs is not None else min(4, os.cpu_count() or 1))
+
+    def transcribe(self, wavs: list[Path], update: Callable[[int], Any]) -> list[str]:
+        jobs = min(self.jobs, len(wavs) // 4)  # a worker costs ~1 s to start
+        if jobs <= 1:
+            out = []
+            for path in wavs:
+                out.append(_sphinx_run(_load_pcm16(path), self.decoder))
+                update(1)
+            return out
+        return _transcribe_in_workers(wavs, jobs, update)
+
+
+def _transcribe_in_workers(wavs: list[Path], jobs: int, update: Callable[[int], Any]) -> list[str]:
+    """Share the wavs round-robin among `jobs` worker processes; collect their lines in order."""
+    results: list[str | None] = [None] * len(wavs)
+    shares = [list(range(j, len(wavs), jobs)) for j in range(jobs)]
+    lock = threading.Lock()
+
+    def collect(proc: subprocess.Popen, share: list[int]) -> None:
+        done = 0
+        for line in proc.stdout:
+            if line.startswith(_MARK) and done < len(share):
+                results[share[done]] = json.loads(line[len(_MARK):])
+                done += 1
+                with lock:
+                    update(1)
+
+    with tempfile.TemporaryDirectory(prefix="toktts-asr-") as tmp, contextlib.ExitStack() as stack:
+        procs = []
+        for j, share in enumerate(shares):
+            listing = Path(tmp) / f"{j}.txt"
+            listing.write_text("".join(f"{Path(wavs[k]).resolve()}\n" for k in share), encoding="utf-8")
+            log_file = stack.enter_context(open(Path(tmp) / f"{j}.log", "w+"))
+            code = "import sys; from toktts.evaluate import _sphinx_serve; _sphinx_serve(sys.argv[1])"
+            proc = subprocess.Popen([sys.executable, "-c", code, str(listing)],
+                                    stdout=subprocess.PIPE, stderr=log_file, text=True)
+            stack.callback(_stop, proc)  # also on Ctrl-C or an error in another worker
+            procs.append((proc, log_file))
+        readers = [threading.Thread(target=collect, args=(proc, share), daemon=True)
+                   for (proc, _), share in zip(procs, shares)]
+        for r in readers:
+            r.start()
+        for r in readers:
+            r.join()
+        for proc, log_file in procs:
+            if proc.wait() != 0:
+                log_file.seek(0)
+                last = ([ln.strip() for ln in log_file.read().splitlines() if ln.strip()] or ["no message"])[-1]
+                raise TokttsError(f"a pocketsphinx worker failed (exit {proc.returncode}): {last}; "
+                                  "rerun with --asr-jobs 1 to transcribe in this process")
+    if any(r is None for r in results):
+        raise TokttsError("pocketsphinx workers returned fewer transcripts than clips; rerun with --asr-jobs 1")
+    return results
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+class Whisper:
+    """A local Whisper checkpoint directory read with transformers' ASR pipeline."""
+
+    def __init__(self, path: str, device: str | None = None):
+        self.name = f"whisper:{path}"
+        if not Path(path).expanduser().exists():
+            raise TokttsError(f"Whisper model {path!r} does not exist: give a local Whisper model directory "
+                              "(--asr whisper:PATH) or use --asr pocketsphinx")
+        try:
+            from transformers import pipeline
+        except ImportError:
+            raise TokttsError("--asr whisper needs transformers: `pip install transformers`") from None
+        try:
+            self.pipe = pipeline("automatic-speech-recognition", model=str(Path(path).expanduser()),
+                                 device=device)
+        except Exception as e:  # noqa: BLE001 -- not a Whisper model, damaged files, ...: one line
+            why = " ".join(str(e).split())[:200]
+            raise TokttsError(f"cannot load a Whisper model from {path!r} ({type(e).__name__}: {why})") from None
+        multilingual = getattr(self.pipe.model.generation_config, "is_multilingual", False)
+        self.kwargs = {"language": "english", "task": "transcribe"} if multilingual else {}
+
+    def transcribe(self, wavs: list[Path], update: Callable[[int], Any]) -> list[str]:
+        from toktts.audio import load_audio
+
+        out = []
+        for path in wavs:
+            audio = load_audio(path, ASR_RATE)
+            # Whisper hears 30 s at a time: a longer clip (a runaway) is read in 30 s pieces.
+            pieces = [audio[i : i + 30 * ASR_RATE] for i in range(0, len(audio), 30 * ASR_RATE)]
+            words = [self.pipe({"raw": p.astype(np.float32), "sampling_rate": ASR_RATE}, generate_kwargs=self.kwargs)
+                     ["text"].strip() for p in pieces if len(p) >= ASR_RATE // 100]
+            out.append(" ".join(words))
+            update(1)
+        return out
+
+
+def make_asr(spec: str, device: str | None = None, jobs: int | None = None) -> PocketSphinx | Whisper:
+    """`pocketsphinx` or `whisper:PATH` -> a loaded ASR; a one-line TokttsError if it cannot load."""
+    if spec == "pocketsphinx":
+        return PocketSphinx(jobs)
+    if spec.startswith("whisper:") and spec[len("whisper:"):]:
+        return Whisper(spec[len("whisper:"):], device)
+    raise TokttsError(f"unknown ASR {spec!r}: use pocketsphinx or whisper:PATH (a local Whisper model directory)")
+
+
+# ----------------------------------------------------------------------------- report pieces
+
+
+def _wav_bytes(audio: np.ndarray, rate: int) -> bytes:
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(audio, -1.0, 1.0), rate, subtype="PCM_16", format="WAV")
+    return buffer.getvalue()
+
+
+def _log_spectrogram(audio: np.ndarray) -> np.ndarray:
+    """(frequency, time) magnitude in dB, 80 dB of range below the peak."""
+    n_fft, hop = 1024, 256
+    if len(audio) < n_fft:
+        audio = np.pad(audio, (0, n_fft - len(audio)))
+    frames = np.lib.stride_tricks.sliding_window_view(audio, n_fft)[::hop] * np.hanning(n_fft)
+    db = 20 * np.log10(np.abs(np.fft.rfft(frames, axis=1)).T + 1e-6)
+    return np.maximum(db, db.max() - 80)
+
+
+def _figure_png(audios: dict[str, np.ndarray], rate: int, attention: np.ndarray) -> bytes:
+    """Spectrograms of the three recordings on one time axis, and the alignment."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    fig = Figure(figsize=(8, 7.2), dpi=64, layout="constrained")
+    axes = fig.subplots(4, 1)
+    longest = max(max(len(a) for a in audios.values()), 1) / rate
+    for ax, kind in zip(axes, KINDS):
+        spec = _log_spectrogram(audios[kind])
+        ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
+                  extent=(0, max(len(audios[kind]), 1) / rate, 0, rate / 2000))
+        ax.set_xlim(0, longest)
+        ax.set_ylabel("kHz")
+        ax.set_title(kind, fontsize=9, loc="left")
+    axes[2].set_xlabel("seconds")
+    axes[3].imshow(attention, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
+    axes[3].set_title("cross-attention, decoder layer 1, mean over heads", fontsize=9, loc="left")
+    axes[3].set_xlabel("decoder step")
+    axes[3].set_ylabel("character")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+@dataclass
+class _Sentence:
+    utt: Utterance
+    spoken: str = ""
+    stop_reason: str = ""
+    frames: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    transcripts: dict[str, str] = field(default_factory=dict)
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def _resynthesize(tts: TTS, refs: list[np.ndarray]) -> list[np.ndarray]:
+    """The recordings through the codec: encode, decode (one padded batch)."""
+    import torch
+
+    lengths = torch.tensor([len(a) for a in refs])
+    wav = torch.zeros(len(refs), int(lengths.max()))
+    for b, a in enumerate(refs):
+        wav[b, : len(a)] = torch.from_numpy(a)
+    with torch.inference_mode():
+        codes, frames = tts.codec.encode(wav.to(tts.device), lengths.to(tts.device))  # (B, K, T), (B,)
+        audio = tts.codec.decode(codes).float().cpu().numpy()
+    hop = tts.codec.sample_rate // tts.codec.frame_rate
+    return [audio[b, : min(int(frames[b]) * hop, len(refs[b]))] for b in range(len(refs))]
+
+
+def _synthesize_all(
+    tts: TTS, sentences: list[_Sentence], out: Path, seed: int, batch_size: int, progress: bool
+) -> dict[str, float]:
+    """Generate, decode and resynthesize every sentence; write the wavs and the figures to `out`
+    (nothing stays in memory: a whole LJSpeech evaluates in flat memory).
+    Returns the seconds spent in token generation and in codec decoding."""
+    from toktts.audio import load_audio, write_wav
+    from toktts.text import VOCAB
+
+    rate, layout = tts.sampling_rate, tts.model.layout
+    _, warm = tts.generate_tokens(["warm up."], seed=seed, max_seconds=0.2, need_weights=True)
+    tts.decode(warm["tokens"], warm["frames"])  # one-time costs (allocations, kernel choice) go untimed
+    timing = {"generate": 0.0, "decode": 0.0}
+    # Similar lengths together: less padding, and no batch waits long on one long sentence.
+    order = sorted(sentences, key=lambda s: len(s.utt.normalized_text))
+    bar = tqdm(total=len(order), desc="synthesize", unit="utt", disable=not progress)
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        _sync(tts.device)
+        t0 = time.perf_counter()
+        spoken, result = tts.generate_tokens([s.utt.normalized_text for s in batch], seed=seed, need_weights=True)
+        _sync(tts.device)
+        t1 = time.perf_counter()
+        generated = tts.decode(result["tokens"], result["frames"])
+        t2 = time.perf_counter()
+        timing["generate"] += t1 - t0
+        timing["decode"] += t2 - t1
+
+        refs = [load_audio(s.utt.wav_path, rate) for s in batch]
+        resynthesized = _resynthesize(tts, refs)
+        attention = result["attention"].float().mean(1).cpu().numpy()  # (B, S, L), mean over heads
+        for b, s in enumerate(batch):
+            s.spoken, s.frames = spoken[b], int(result["frames"][b])
+            s.stop_reason = "eos" if bool(result["stopped"][b]) else "max_length"
+            audios = {"generated": generated[b].astype(np.float32), "resynthesized": resynthesized[b],
+                      "reference": refs[b]}
+            for kind, audio in audios.items():
+                write_wav(out / "audio" / f"{s.utt.id}.{kind}.wav", audio, rate)
+                s.seconds[kind] = len(audio) / rate
+            steps = min(layout.n_steps(s.frames), attention.shape[1])
+            png = _figure_png(audios, rate, attention[b, :steps, : len(VOCAB.encode(s.spoken))].T)
+            (out / "figures" / f"{s.utt.id}.png").write_bytes(png)
+        bar.update(len(batch))
+    bar.close()
+    return timing
+
+
+def evaluate(
+    model_dir: str | None,
+    corpus_dir: str,
+    split: str = "val",
+    limit: int | None = None,
+    out_dir: str | None = None,
+    asr: str = "pocketsphinx",
+    seed: int = 0,
+    progress: bool = True,
+    batch_size: int = 8,
+    device: str | None = None,
+    asr_jobs: int | None = None,
+    embed_audio: bool | None = None,
+) -> dict:
+    """Synthesize a corpus split, transcribe generated / codec-resynthesized / reference audio
+    with one ASR, and write `metrics.json`, `report.html`, `audio/` and `figures/` to `out_dir`.
+
+    model_dir: a model directory (None: the bundled voice); out_dir defaults to
+    `<model>/eval-<split>` (`./eval-<split>` for the bundled voice). embed_audio: None embeds the
+    audio in report.html when the wavs total under 32 MB. asr_jobs: pocketsphinx processes
+    (default: up to 4, one per core). Returns the metrics dict, plus the
+    paths it wrote under "files". Raises TokttsError on bad input (see the module docstring).
+    """
+    from toktts.inference import TTS, resolve_device
+
+    if batch_size < 1:
+        raise TokttsError(f"batch size must be at least 1, got {batch_size}")
+    if limit is not None and limit < 1:
+        raise TokttsError(f"limit must be a positive number of sentences, got {limit}")
+    started = time.perf_counter()
+    engine = make_asr(asr, str(resolve_device(device)), asr_jobs)  # a missing ASR model fails before any long work
+    tts = TTS.from_pretrained(model_dir, device=device)
+    rows, rule = split_rows(corpus_dir, split, tts.cfg)
+    skipped = {"missing_wav": 0, "nothing_to_say": 0}
+    usable = []
+    for u in rows:
+        if not u.wav_path.is_file():
+            skipped["missing_wav"] += 1
+        elif not score_text(u.normalized_text):
+            skipped["nothing_to_say"] += 1
+        else:
+            usable.append(u)
+    if any(skipped.values()):
+        log.warning("skipped %s of the %d %s rows of %s", {k: v for k, v in skipped.items() if v},
+                    len(rows), split, corpus_dir)
+    if not usable:
+        raise TokttsError(f"none of the {len(rows)} {split} rows of {corpus_dir} has both a wav and a text to say")
+    usable = usable[:limit] if limit else usable
+    out = Path(out_dir) if out_dir else (Path(model_dir) if model_dir else Path.cwd()) / f"eval-{split}"
+    try:
+        for sub in ("audio", "figures"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TokttsError(f"cannot create {str(out)!r}: {e.strerror}; choose another --out") from None
+
+    sentences = [_Sentence(u) for u in usable]
+    timing = _synthesize_all(tts, sentences, out, seed, batch_size, progress)
+
+    # The reference is transcribed from the corpus file itself, not from its codec-rate copy.
+    wavs = [out / "audio" / f"{s.utt.id}.{kind}.wav" if kind != "reference" else s.utt.wav_path
+            for s in sentences for kind in KINDS]
+    with tqdm(total=len(wavs), desc=f"asr {engine.name}", unit="clip", disable=not progress) as bar:
+        texts = iter(engine.transcribe(wavs, bar.update))
+    for s in sentences:
+        s.transcripts = {kind: next(texts) for kind in KINDS}
+
+    metrics = _metrics(sentences, timing, {
+        "model": str(model_dir) if model_dir else "bundled voice", "corpus": str(corpus_dir), "split": split,
+        "split_rule": rule, "asr": engine.name, "seed": seed, "batch_size": batch_size, "device": str(tts.device),
+        "sampling": {k: getattr(tts.cfg.generate, k) for k in ("temperature", "top_k", "top_p", "max_seconds")},
+        "skipped": skipped, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    metrics["totals"]["wall_seconds"] = round(time.perf_counter() - started, 2)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    _write_report(out, metrics, embed_audio)
+    metrics["files"] = {"metrics": str(out / "metrics.json"), "report": str(out / "report.html"),
+                        "audio": str(out / "audio")}
+    return metrics
+
+
+def _metrics(sentences: list[_Sentence], timing: dict[str, float], info: dict) -> dict:
+    rows = []
+    for s in sentences:
+        ref = score_text(s.utt.normalized_text)
+        row = {"id": s.utt.id, "text": s.spoken, "scored_text": ref, "stop_reason": s.stop_reason,
+               "frames": s.frames}
+        for kind in KINDS:
+            hyp = score_text(s.transcripts[kind])
+            cer, wer = error_rates([ref], [hyp])
+            row |= {f"transcript_{kind}": s.transcripts[kind], f"scored_{kind}": hyp,
+                    f"cer_{kind}": round(cer, 4), f"wer_{kind}": round(wer, 4)}
+        row |= {f"seconds_{kind}": round(s.seconds[kind], 3) for kind in KINDS}
+        row["duration_ratio"] = round(s.seconds["generated"] / max(s.seconds["reference"], 1e-9), 3)
+        row |= {f"audio_{kind}": f"audio/{s.utt.id}.{kind}.wav" for kind in KINDS}
+        row["figure"] = f"figures/{s.utt.id}.png"
+        rows.append(row)
+    totals: dict[str, Any] = {"sentences": len(rows)}
+    for kind in KINDS:
+        cer, wer = error_rates([r["scored_text"] for r in rows], [r[f"scored_{kind}"] for r in rows])
+        totals[f"cer_{kind}"], totals[f"wer_{kind}"] = round(cer, 4), round(wer, 4)
+    runaways = sum(r["stop_reason"] == "max_length" for r in rows)
+    ratios = [r["duration_ratio"] for r in rows]
+    generated = sum(s.seconds["generated"] for s in sentences)
+    totals |= {
+        "runaways": runaways,
+        "runaway_rate": round(runaways / len(rows), 4),
+        "duration_ratio_mean": round(statistics.fmean(ratios), 3),
+        "duration_ratio_median": round(statistics.median(ratios), 3),
+        "seconds_generated": round(generated, 2),
+        "seconds_reference": round(sum(s.seconds["reference"] for s in sentences), 2),
+        "seconds_generating": round(timing["generate"], 3),
+        "seconds_decoding": round(timing["decode"], 3),
+        "rtf_generate": round(timing["generate"] / max(generated, 1e-9), 4),
+        "rtf_decode": round(timing["decode"] / max(generated, 1e-9), 4),
+    }
+    return {**info, "totals": totals, "sentences": rows}
+
+
+# ----------------------------------------------------------------------------- HTML
+
+_CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:64em;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}
+section{border-top:2px solid #ddd;margin-top:1.5em;padding-top:.5em}
+.t{font-family:ui-monospace,monospace;font-size:13px}.bad{color:#b00}audio{height:2em;width:16em}
+img{max-width:100%}.meta{color:#555}
+"""
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _write_report(out: Path, metrics: dict, embed_audio: bool | None) -> Path:
+    rows = metrics["sentences"]
+    audio_bytes = sum((out / r[f"audio_{k}"]).stat().st_size for r in rows for k in KINDS)
+    embed = {"audio": audio_bytes <= EMBED_LIMIT_BYTES if embed_audio is None else embed_audio,
+             "image": sum((out / r["figure"]).stat().st_size for r in rows) <= EMBED_LIMIT_BYTES}
+
+    def src(path: str, kind: str) -> str:
+        """A data URI while the page stays reasonably small, else the file beside the page."""
+        if embed[kind]:
+            mime = "audio/wav" if kind == "audio" else "image/png"
+            return f"data:{mime};base64," + base64.b64encode((out / path).read_bytes()).decode()
+        return html.escape(path)
+
+    t, e = metrics["totals"], html.escape
+    head = "".join(
+        f"<tr><th>{name}</th><td class=n>{_pct(t[f'cer_{k}'])}</td><td class=n>{_pct(t[f'wer_{k}'])}</td></tr>"
+        for k, name in zip(KINDS, ("generated (the model)", "codec resynthesis (model's ceiling)",
+                                   "reference recording (ASR's ceiling)"))
+    )
+    other = [
+        ("runaways (hit the length limit)", f"{t['runaways']} of {t['sentences']} ({_pct(t['runaway_rate'])})"),
+        ("duration generated / reference", f"mean {t['duration_ratio_mean']:.2f}, median {t['duration_ratio_median']:.2f}"),
+        ("real-time factor, token generation", f"{t['rtf_generate']:.3f} ({t['seconds_generating']:.1f} s)"),
+        ("real-time factor, codec decoding", f"{t['rtf_decode']:.3f} ({t['seconds_decoding']:.1f} s)"),
+        ("audio generated / reference", f"{t['seconds_generated']:.1f} s / {t['seconds_reference']:.1f} s"),
+    ]
+    parts = [
+        "<!doctype html><html><head><meta charset=utf-8><title>toktts evaluation</title>",
+        f"<style>{_CSS}</style></head><body><h1>toktts evaluation</h1>",
+        (f"<p class=meta>model <b>{e(metrics['model'])}</b> · corpus {e(metrics['corpus'])} · "
+         f"{e(metrics['split_rule'])} · {t['sentences']} sentences · ASR {e(metrics['asr'])} · "
+         f"sampling {e(json.dumps(metrics['sampling']))}, seed {metrics['seed']}, batch {metrics['batch_size']} "
+         f"on {e(metrics['device'])} · {e(metrics['date'])}</p>"),
+        ("<p>Read the model's error rates beside its ceilings: the codec resynthesis is the best this "
+         "model could sound, the reference is how well the ASR hears this voice at all.</p>"),
+        f"<table><tr><th></th><th>CER</th><th>WER</th></tr>{head}</table>",
+        "<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in other) + "</table>",
+    ]
+    for row in rows:
+        stop = row["stop_reason"]
+        stop_html = f"<b class=bad>{stop}</b>" if stop == "max_length" else stop
+        cells = "".join(
+            f"<tr><th>{k}</th><td><audio controls preload=none src=\"{src(row[f'audio_{k}'], 'audio')}\"></audio></td>"
+            f"<td class=n>{row[f'seconds_{k}']:.2f} s</td><td class=n>{_pct(row[f'cer_{k}'])}</td>"
+            f"<td class=n>{_pct(row[f'wer_{k}'])}</td><td class=t>{e(row[f'transcript_{k}']) or '<i>(nothing)</i>'}</td></tr>"
+            for k in KINDS
+        )
+        parts.append(
+            f"<section id=\"{e(row['id'])}\"><h3>{e(row['id'])}</h3><p class=t>{e(row['text'])}</p>"
+            f"<p class=meta>stopped by {stop_html} · duration ratio {row['duration_ratio']:.2f}</p>"
+            "<table><tr><th></th><th>audio</th><th>length</th><th>CER</th><th>WER</th><th>ASR transcript</th></tr>"
+            f"{cells}</table><img alt=\"spectrograms and alignment of {e(row['id'])}\" "
+            f"src=\"{src(row['figure'], 'image')}\"></section>"
+        )
+    parts.append("</body></html>")
+    path = out / "report.html"
+    tmp = out / ".report.html.tmp"
+    tmp.write_text("\n".join(parts), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def format_summary(metrics: dict) -> str:
+    """A few lines for the terminal."""
+    t = metrics["totals"]
+    return "\n".join([
+        f"{t['sentences']} sentences ({metrics['split_rule']}), ASR {metrics['asr']}",
+        "CER generated {} | codec resynthesis {} | reference {}".format(
+            *(_pct(t[f"cer_{k}"]) for k in KINDS)),
+        "WER generated {} | codec resynthesis {} | reference {}".format(
+            *(_pct(t[f"wer_{k}"]) for k in KINDS)),
+        (f"runaways {t['runaways']}/{t['sentences']}, duration ratio median {t['duration_ratio_median']:.2f}, "
+         f"RTF generate {t['rtf_generate']:.3f}, decode {t['rtf_decode']:.3f}"),
+        f"report: {metrics['files']['report']}",
+    ])
