@@ -110,6 +110,21 @@ def cmd_evaluate(args) -> None:
     print(format_summary(metrics))
 
 
+def cmd_bench(args) -> None:
+    import json
+
+    from toktts import bench
+
+    cfg = _load_config(args)
+    if args.what == "train":
+        result = bench.bench_train(cfg, steps=args.runs, device=args.device, threads=args.threads)
+    else:
+        result = bench.bench_synth(cfg, seconds=args.seconds, runs=args.runs, device=args.device,
+                                   threads=args.threads)
+    print(bench.format_report(result))
+    print(json.dumps(result))  # the last line: machine-readable
+
+
 def cmd_normalize(args) -> None:
     from toktts.text import normalize
 
@@ -175,6 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--asr-jobs", type=int, default=None)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="training throughput or synthesis speed (random weights)")
+    p.add_argument("what", choices=["train", "synth"])
+    _config_args(p)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--seconds", type=float, default=2.0, help="synth: seconds of audio per run")
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("normalize", help="print the text as the model will read it")
     p.add_argument("text", nargs="?", default=None)

@@ -31,6 +31,7 @@ class CodecConfig:
     pretrained: bool = True  # encodec: False builds the same network with random weights
     model_id: str = "facebook/encodec_24khz"
     n_mels: int = 80  # mel codec
+    stack: int = 1  # mel codec: mel frames (at frame_rate * stack Hz) quantised together as one codec frame
     fit_utterances: int = 600  # mel codec: how many training utterances fit the codebooks
     griffin_lim_iters: int = 32  # mel codec decoding
     seed: int = 0

@@ -12,7 +12,7 @@ import logging
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -39,6 +39,20 @@ def resolve_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@contextlib.contextmanager
+def num_threads(n: int | None) -> Iterator[None]:
+    """Run torch on `n` intra-op threads inside the block (None: leave it as it is)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def autocast(device: torch.device, precision: str):
     """bf16 autocast is the fast path on AMX CPUs and on GPUs; fp32 runs without it."""
     if precision == "fp32":
@@ -58,6 +72,10 @@ class TTS:
         # far slower than fp32 on CPU (measured ~50 us fp32 vs ~10 ms bf16 for a 1x256x1024
         # linear), while GPUs gain from bf16.
         self.precision = precision or ("bf16" if device.type == "cuda" else "fp32")
+        # A decoder step is ~40 small ops; each parallel op on 2 threads waits for the second
+        # core, and when anything else runs on the machine a step went from 3.5 ms to 150 ms
+        # (benchmarks/RESULTS.md). One thread is the fast and predictable choice on CPU.
+        self.generate_threads: int | None = 1 if device.type == "cpu" else None
         self.sampling_rate = codec.sample_rate
 
     @classmethod
@@ -145,7 +163,7 @@ class TTS:
         generator = None
         if g.seed is not None:
             generator = torch.Generator(self.device).manual_seed(int(g.seed))
-        with autocast(self.device, self.precision):
+        with autocast(self.device, self.precision), num_threads(self.generate_threads):
             out = self.model.generate(
                 text.to(self.device), lengths.to(self.device), limits.to(self.device),
                 temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, generator=generator,

@@ -74,7 +74,15 @@ class Attention(nn.Module):
         else:
             # No dropout on the attention weights: on CPU it forces the slow unfused kernel and
             # costs more than the rest of the layer (measured); the residual dropouts remain.
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+            if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+                # The CPU fused kernel's bf16 backward is 3-4x slower than its fp32 one and was
+                # half of a bf16 training step (benchmarks/RESULTS.md); run it in fp32.
+                with torch.autocast("cpu", enabled=False):
+                    y = F.scaled_dot_product_attention(
+                        q.float(), k.float(), v.float(), attn_mask=mask, is_causal=causal
+                    ).to(q.dtype)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         B, H, S, Dh = y.shape
         return self.out(y.transpose(1, 2).reshape(B, S, H * Dh)), weights
 

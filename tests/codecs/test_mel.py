@@ -211,3 +211,33 @@ def test_empty_inputs(codec):
 
 def test_to_returns_self(codec):
     assert codec.to("cpu") is codec
+
+
+def test_stacked_frames_at_25_hz(tmp_path):
+    """stack=3: 25 Hz codec frames, each three 75 Hz mel frames quantised together."""
+    cfg = small_cfg(frame_rate=25, stack=3)
+    codec = MelCodec(cfg)
+    codec.fit(FIT_SET)
+    assert codec.codebooks.shape == (2, 64, 3 * 80)  # (K, V, R*D)
+    x, lengths = batch(HELD_OUT)
+    codes, frame_lengths = codec.encode(x, lengths)
+    assert codes.shape == (3, 2, -(-x.shape[1] // 960))  # (B, K, T) at 25 Hz
+    assert frame_lengths.tolist() == [-(-int(n) // 960) for n in lengths]
+    single, _ = codec.encode(x[1:2, : lengths[1]], lengths[1:2])
+    assert torch.equal(single[0], codes[1, :, : frame_lengths[1]])
+    audio = codec.decode(codes)
+    assert audio.shape == (3, codes.shape[-1] * 960)
+    # the decoded audio carries the quantised spectrum (at the 75 Hz mel rate)
+    mask = torch.arange(codes.shape[-1] * 3)[None, :] < (frame_lengths * 3)[:, None]
+    quantised = codec.codes_to_log_mel(codes)
+    decoded = codec.log_mel(audio)
+    assert (decoded - quantised).abs()[mask].mean() < 0.45
+    codec.save(tmp_path)
+    assert torch.equal(MelCodec.load(cfg, tmp_path).encode(x, lengths)[0], codes)
+    with pytest.raises(TokttsError, match="stack"):
+        MelCodec.load(small_cfg(frame_rate=25, stack=1), tmp_path)
+
+
+def test_stack_must_divide_the_sample_rate():
+    with pytest.raises(TokttsError, match="stack"):
+        MelCodec(small_cfg(frame_rate=75, stack=7))

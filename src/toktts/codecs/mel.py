@@ -2,12 +2,15 @@
 
 Nothing to download. `fit` learns K codebooks of V codes from a few hundred utterances (this is
 what `toktts prepare` does first); `save`/`load` keep them in `codec.safetensors` next to the
-model. One frame per hop of `sample_rate // frame_rate` samples (320 at 24 kHz / 75 Hz):
+model. One codec frame per hop of `sample_rate // frame_rate` samples (320 at 24 kHz / 75 Hz),
+made of `stack` mel frames (R = stack; 1 by default):
 
-    waveform (B, S) --STFT--> |X| (B, F, T) --mel--> log-mel (B, T, D) --RVQ--> codes (B, K, T)
-    codes (B, K, T) --sum of codewords--> log-mel --exp, pinv(mel)--> |X| --Griffin-Lim--> (B, T * hop)
+    waveform (B, S) --STFT--> |X| (B, F, T*R) --mel--> log-mel (B, T*R, D) --stack--> (B, T, R*D) --RVQ--> codes (B, K, T)
+    codes (B, K, T) --sum of codewords--> (B, T, R*D) --unstack, exp, pinv(mel)--> |X| --Griffin-Lim--> (B, T * hop)
 
-D = `n_mels` bins, F = n_fft // 2 + 1 frequency bins. The STFT pads with zeros rather than by
+D = `n_mels` bins, F = n_fft // 2 + 1 frequency bins. Stacking (e.g. 25 Hz codec frames of three
+75 Hz mel frames) trades some codec detail for a decoder that runs three times fewer steps per
+second of speech, which is what makes a voice trainable and fast on a CPU. The STFT pads with zeros rather than by
 reflection, so frame t only sees samples in [t * hop - n_fft / 2, t * hop + n_fft / 2): an item
 encoded alone or inside a zero-padded batch gets the same codes on its valid frames.
 """
@@ -76,10 +79,10 @@ class MelCodec:
     """Log-mel + residual k-means codec; `fit` (or `load`) before `encode`/`decode`."""
 
     def __init__(self, cfg: CodecConfig):
-        if cfg.sample_rate % cfg.frame_rate:
+        if cfg.stack < 1 or cfg.sample_rate % (cfg.frame_rate * cfg.stack):
             raise TokttsError(
-                f"mel codec needs sample_rate divisible by frame_rate, got {cfg.sample_rate} and "
-                f"{cfg.frame_rate}; use e.g. codec.sample_rate=24000 codec.frame_rate=75"
+                f"mel codec needs sample_rate divisible by frame_rate * stack, got {cfg.sample_rate}, "
+                f"{cfg.frame_rate} and {cfg.stack}; use e.g. codec.frame_rate=75 codec.stack=1 or 25 and 3"
             )
         for key in ("n_codebooks", "codebook_size", "n_mels"):
             if getattr(cfg, key) < 1:
@@ -91,12 +94,15 @@ class MelCodec:
         self.frame_rate = cfg.frame_rate
         self.n_codebooks = cfg.n_codebooks
         self.codebook_size = cfg.codebook_size
-        self.hop_length = cfg.sample_rate // cfg.frame_rate
-        self.n_fft = max(N_FFT, self.hop_length)
+        self.hop_length = cfg.sample_rate // cfg.frame_rate  # samples per codec frame
+        self.stack = cfg.stack
+        self.mel_hop = self.hop_length // self.stack  # samples per mel frame
+        self.dim = self.stack * cfg.n_mels  # width of a codeword
+        self.n_fft = max(N_FFT, self.mel_hop)
         self.device = torch.device("cpu")
         self._window = torch.hann_window(self.n_fft)
         self._mel, self._mel_pinv = _filterbank_and_pinv(cfg.sample_rate, self.n_fft, cfg.n_mels)
-        self.codebooks: torch.Tensor | None = None  # (K, V, D), in normalised units
+        self.codebooks: torch.Tensor | None = None  # (K, V, R*D), in normalised units
         self.mean = torch.zeros(cfg.n_mels)  # (D,) per-bin log-mel mean of the fit set
         self.std = torch.ones(cfg.n_mels)  # (D,) one global scale, repeated (see fit)
 
@@ -134,7 +140,8 @@ class MelCodec:
             "mean": self.mean.float().cpu().contiguous(),
             "std": self.std.float().cpu().contiguous(),
         }
-        meta = {"sample_rate": str(self.sample_rate), "frame_rate": str(self.frame_rate), "n_fft": str(self.n_fft)}
+        meta = {"sample_rate": str(self.sample_rate), "frame_rate": str(self.frame_rate), "n_fft": str(self.n_fft),
+                "stack": str(self.stack)}
         fd, tmp = tempfile.mkstemp(prefix=".codec-", suffix=".tmp", dir=directory)
         os.close(fd)
         try:
@@ -162,17 +169,17 @@ class MelCodec:
                 f"mel codec state {str(path)!r} is unreadable ({type(e).__name__}: {reason}); "
                 "rerun `toktts prepare` to fit it again"
             ) from None
-        for key in ("sample_rate", "frame_rate"):
+        for key in ("sample_rate", "frame_rate", "stack"):
             if key in meta and int(meta[key]) != getattr(cfg, key):
                 raise TokttsError(
                     f"mel codec state {str(path)!r} was fitted at {key}={meta[key]} but the config "
                     f"says codec.{key}={getattr(cfg, key)}; rerun `toktts prepare` or fix the setting"
                 )
-        want = (cfg.n_codebooks, cfg.codebook_size, cfg.n_mels)
+        want = (cfg.n_codebooks, cfg.codebook_size, cfg.stack * cfg.n_mels)
         if tuple(codebooks.shape) != want or mean.shape != (cfg.n_mels,) or std.shape != (cfg.n_mels,):
             raise TokttsError(
                 f"mel codec state {str(path)!r} holds codebooks of shape {tuple(codebooks.shape)} "
-                f"(n_codebooks, codebook_size, n_mels) but the config asks for {want}; rerun "
+                f"(n_codebooks, codebook_size, stack * n_mels) but the config asks for {want}; rerun "
                 "`toktts prepare` or fix the codec settings"
             )
         codec = cls(cfg)
@@ -184,7 +191,7 @@ class MelCodec:
     def _stft(self, waveforms: torch.Tensor) -> torch.Tensor:
         """(B, S) -> complex (B, F, S // hop + 1), zero-padded at both ends (see module doc)."""
         return torch.stft(
-            waveforms, self.n_fft, self.hop_length, window=self._window,
+            waveforms, self.n_fft, self.mel_hop, window=self._window,
             center=True, pad_mode="constant", return_complex=True,
         )
 
@@ -194,13 +201,14 @@ class MelCodec:
 
     @torch.inference_mode()
     def log_mel(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, S) waveforms -> (B, T, D) natural-log mel magnitudes, T = ceil(S / hop).
+        """(B, S) waveforms -> (B, T*R, D) natural-log mel magnitudes at the mel rate,
+        T = ceil(S / hop) codec frames of R = stack mel frames.
 
         Samples at or past `lengths` are zeroed first, so padding never leaks into valid frames."""
         waveforms = torch.as_tensor(waveforms, dtype=torch.float32).to(self.device)
         if waveforms.dim() != 2:
             raise TokttsError(f"waveforms must be (B, S), got shape {tuple(waveforms.shape)}")
-        n_frames = -(-waveforms.shape[1] // self.hop_length)
+        n_frames = -(-waveforms.shape[1] // self.hop_length) * self.stack
         if waveforms.shape[0] == 0 or n_frames == 0:
             return torch.zeros(waveforms.shape[0], n_frames, self.cfg.n_mels, device=self.device)
         if lengths is not None:
@@ -208,7 +216,7 @@ class MelCodec:
             positions = torch.arange(waveforms.shape[1], device=self.device)
             waveforms = waveforms * (positions[None, :] < lengths[:, None])
         # pad to a whole number of hops; the STFT then yields T + 1 frames, the last past the end
-        waveforms = torch.nn.functional.pad(waveforms, (0, n_frames * self.hop_length - waveforms.shape[1]))
+        waveforms = torch.nn.functional.pad(waveforms, (0, n_frames * self.mel_hop - waveforms.shape[1]))
         magnitude = self._stft(waveforms)[..., :n_frames].abs()  # (B, F, T)
         mel = torch.matmul(self._mel, magnitude)  # (B, D, T)
         return mel.clamp_min(LOG_FLOOR).log().transpose(1, 2)  # (B, T, D)
@@ -228,21 +236,23 @@ class MelCodec:
             if wav.dim() != 1:
                 raise TokttsError(f"mel codec fit expects 1-D waveforms, item {i} has shape {tuple(wav.shape)}")
             if wav.numel() > 0:
-                frames.append(self.log_mel(wav[None])[0])  # (T, D)
-        x = torch.cat(frames) if frames else torch.empty(0, self.cfg.n_mels, device=self.device)
-        if x.shape[0] < self.codebook_size:
+                frames.append(self.log_mel(wav[None])[0])  # (T*R, D)
+        x = torch.cat(frames) if frames else torch.empty(0, self.cfg.n_mels, device=self.device)  # (N*R, D)
+        # per-bin mean, one global scale: a per-bin std would blow up bins that are (nearly)
+        # constant in the fit set, e.g. everything above 8 kHz in 16 kHz recordings
+        mean = x.mean(0) if len(x) else torch.zeros(self.cfg.n_mels, device=self.device)
+        std = (x - mean).square().mean().sqrt().nan_to_num(1.0).clamp_min(1e-3).expand(self.cfg.n_mels).clone()
+        # Stack within each utterance, so a codeword never spans two recordings.
+        residual = torch.cat([self._stack((f - mean) / std) for f in frames]) if frames else x  # (N, R*D)
+        if residual.shape[0] < self.codebook_size:
             raise TokttsError(
-                f"mel codec fit got {x.shape[0]} frames, fewer than codebook_size={self.codebook_size}; "
+                f"mel codec fit got {residual.shape[0]} frames, fewer than codebook_size={self.codebook_size}; "
                 "fit on more audio (codec.fit_utterances) or lower codec.codebook_size"
             )
         generator = torch.Generator(device="cpu").manual_seed(self.cfg.seed)
-        if x.shape[0] > MAX_FIT_FRAMES:
-            x = x[torch.randperm(x.shape[0], generator=generator)[:MAX_FIT_FRAMES].to(x.device)]
-        # per-bin mean, one global scale: a per-bin std would blow up bins that are (nearly)
-        # constant in the fit set, e.g. everything above 8 kHz in 16 kHz recordings
-        mean = x.mean(0)
-        std = (x - mean).square().mean().sqrt().clamp_min(1e-3).expand(self.cfg.n_mels).clone()
-        residual = (x - mean) / std
+        if residual.shape[0] > MAX_FIT_FRAMES // self.stack:
+            keep = torch.randperm(residual.shape[0], generator=generator)[: MAX_FIT_FRAMES // self.stack]
+            residual = residual[keep.to(residual.device)]
         codebooks = []
         for k in tqdm(range(self.n_codebooks), desc="mel codec: k-means", disable=not progress, unit="codebook"):
             codebook = _kmeans(residual, self.codebook_size, KMEANS_ITERS, generator)
@@ -266,7 +276,7 @@ class MelCodec:
             )
         if lengths.numel() and int(lengths.max()) > waveforms.shape[1]:
             raise TokttsError(f"a length ({int(lengths.max())}) exceeds the waveform width {waveforms.shape[1]}")
-        feats = (self.log_mel(waveforms, lengths) - self.mean) / self.std  # (B, T, D)
+        feats = self._stack((self.log_mel(waveforms, lengths) - self.mean) / self.std)  # (B, T, R*D)
         B, T, D = feats.shape
         residual = feats.reshape(B * T, D)
         codes = []
@@ -288,24 +298,30 @@ class MelCodec:
 
     @torch.inference_mode()
     def codes_to_log_mel(self, codes: torch.Tensor) -> torch.Tensor:
-        """(B, K, T) codes -> (B, T, D) the quantised log-mel they stand for."""
+        """(B, K, T) codes -> (B, T*R, D) the quantised log-mel they stand for, at the mel rate."""
         codebooks = self._require_fitted()
         codes = self._check_codes(codes)
-        feats = sum(codebooks[k][codes[:, k]] for k in range(self.n_codebooks))  # (B, T, D)
-        return feats * self.std + self.mean
+        feats = sum(codebooks[k][codes[:, k]] for k in range(self.n_codebooks))  # (B, T, R*D)
+        B, T, _ = feats.shape
+        return feats.reshape(B, T * self.stack, self.cfg.n_mels) * self.std + self.mean
+
+    def _stack(self, feats: torch.Tensor) -> torch.Tensor:
+        """(..., T*R, D) -> (..., T, R*D): R consecutive mel frames side by side."""
+        *lead, n, d = feats.shape
+        return feats.reshape(*lead, n // self.stack, self.stack * d)
 
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, K, T) codes -> (B, T * hop) float32 waveforms."""
-        log_mel = self.codes_to_log_mel(codes)  # (B, T, D)
-        B, T, _ = log_mel.shape
+        log_mel = self.codes_to_log_mel(codes)  # (B, T*R, D)
+        B, T, _ = log_mel.shape  # T counts mel frames from here on
         if B == 0 or T == 0:
-            return torch.zeros(B, T * self.hop_length, device=self.device)
+            return torch.zeros(B, T * self.mel_hop, device=self.device)
         magnitude = torch.matmul(self._mel_pinv, log_mel.exp().transpose(1, 2)).clamp_min(0)  # (B, F, T)
         # the STFT of T * hop samples has T + 1 frames; the last is half past the end: repeat frame T - 1
         magnitude = torch.cat([magnitude, magnitude[..., -1:]], dim=-1)
         per_batch = max(1, GRIFFIN_LIM_FRAMES // T)
-        return torch.cat([self._griffin_lim(m, T * self.hop_length) for m in magnitude.split(per_batch)])
+        return torch.cat([self._griffin_lim(m, T * self.mel_hop) for m in magnitude.split(per_batch)])
 
     def _griffin_lim(self, magnitude: torch.Tensor, length: int) -> torch.Tensor:
         """(B, F, T + 1) magnitudes -> (B, length) waveforms; fast Griffin-Lim with momentum."""
@@ -315,7 +331,7 @@ class MelCodec:
         previous = torch.zeros_like(angles)
 
         def istft(spec: torch.Tensor) -> torch.Tensor:
-            return torch.istft(spec, self.n_fft, self.hop_length, window=self._window, center=True, length=length)
+            return torch.istft(spec, self.n_fft, self.mel_hop, window=self._window, center=True, length=length)
 
         for _ in range(self.cfg.griffin_lim_iters):
             rebuilt = self._stft(istft(magnitude * angles))
