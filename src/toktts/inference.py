@@ -94,8 +94,12 @@ class TTS:
         model, cfg, codec = load_model_dir(path, dev)
         return cls(model, cfg, codec, dev, precision)
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        return save_model_dir(directory, self.model, self.cfg, self.codec)
+    def save_pretrained(self, directory: str | Path, dtype: str = "fp32") -> Path:
+        """Write the model directory; dtype "bf16" halves the weights (e.g. for shipping a voice)."""
+        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        if dtype not in dtypes:
+            raise TokttsError(f"dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
+        return save_model_dir(directory, self.model, self.cfg, self.codec, dtype=dtypes[dtype])
 
     def push_to_hub(self, repo_id: str, private: bool = False, token: str | None = None) -> str:
         """Upload the model directory to the Hugging Face Hub; returns the repo URL."""
