@@ -181,7 +181,7 @@ def test_corrupt_latest_checkpoint_is_a_clear_error(corpus, tmp_path):
 def test_accelerate_launch_two_processes(corpus, tmp_path):
     out = tmp_path / "ddp"
     overrides = tiny_overrides(corpus, out, **{"train.max_steps": 3, "train.save_every": 3, "train.eval_every": 3,
-                                               "train.batch_frames": 500})
+                                               "train.batch_frames": 80})  # several batches per epoch
     toktts("prepare", "--config", DEMO, *sets(overrides))
     # --multi_gpu selects accelerate's torchrun launcher; on a machine without GPUs the trainer
     # asks accelerate for CPU processes joined by gloo.
