@@ -71,13 +71,13 @@ def trained(corpus, tmp_path_factory) -> tuple[Path, list[str]]:
 def test_prepare_builds_a_cache_once(corpus, trained):
     _, overrides = trained
     proc = toktts("prepare", "--config", DEMO, *sets(overrides))
-    assert "8 train / 2 val utterances" in proc.stdout
+    assert "9 train / 1 val utterances" in proc.stdout  # val_size=2, capped at 10% of 10
     assert "reusing" in proc.stderr  # a rerun with the same config reuses the cache
     cfg = load_config([DEMO], overrides)
     from toktts.data import TokenDataset, cache_dir
 
     train = TokenDataset(cache_dir(cfg), "train")
-    assert len(train) == 8
+    assert len(train) == 9
     codes = train.codes(0)
     assert codes.shape[0] == cfg.codec.n_codebooks and codes.max() < 32  # (K, T) codes within the codebook
     # frame_rate frames per second of audio
@@ -129,10 +129,10 @@ def test_python_api_and_old_pipeline_name(trained):
 def test_samples_writes_generated_and_reference(trained, tmp_path):
     _, overrides = trained
     toktts("samples", "--config", DEMO, *sets(overrides), "--limit", "2", "--out", str(tmp_path / "s"))
-    for split in ("train", "val"):
+    for split, rows in (("train", 2), ("val", 1)):  # --limit 2; the validation split has 1 row
         folder = tmp_path / "s" / split
         refs = sorted(folder.glob("*_ref.wav"))
-        assert len(refs) == 2
+        assert len(refs) == rows
         for ref in refs:
             utt = ref.name[: -len("_ref.wav")]
             assert (folder / f"{utt}.wav").is_file() and (folder / f"{utt}.txt").read_text().strip()

@@ -44,7 +44,7 @@ class DataConfig:
     corpus: str = ""  # an LJSpeech-layout directory: metadata.csv + wavs/
     cache_dir: str = ""  # default: <corpus>/.toktts-cache
     normalize: bool = True  # run toktts.text.normalize on the transcripts
-    val_size: int = 100  # utterances held out for validation (seeded split) ...
+    val_size: int = 100  # utterances held out for validation (seeded split; at most 10% of the corpus) ...
     val_ids: str = ""  # ... or a file of ids (one per line, `id|text` is fine) to hold out instead
     split_seed: int = 1234
     clip_seconds: float = 0.0  # > 0: keep only the first N seconds of each utterance (old 2 s mode)

@@ -91,7 +91,8 @@ def _split(cfg: Config, items: list[Item]) -> tuple[list[Item], list[Item]]:
         return [i for i in items if i.id not in held], [i for i in items if i.id in held]
     order = list(range(len(items)))
     random.Random(cfg.data.split_seed).shuffle(order)
-    n_val = max(0, min(cfg.data.val_size, len(items) - 1))  # keep at least one for training
+    # val_size, but never more than a tenth of a small corpus (at least one when it has two)
+    n_val = min(cfg.data.val_size, max(len(items) // 10, 1)) if len(items) > 1 else 0
     val = sorted(order[:n_val])
     held = set(val)
     return [items[i] for i in range(len(items)) if i not in held], [items[i] for i in val]
