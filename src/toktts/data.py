@@ -207,7 +207,16 @@ def prepare(cfg: Config, progress: bool = True, device: str = "cpu") -> Path:
         fit_counts = dict.fromkeys(SKIPS, 0)
         sample = train[: cfg.codec.fit_utterances]
         audio = (a for it in sample if (a := _load(it, cfg, fit_counts)) is not None)
-        codec.fit(audio, progress=progress)
+        try:
+            codec.fit(audio, progress=progress)
+        except TokttsError:
+            if sum(fit_counts.values()) == len(sample):  # every file was skipped: say why
+                skipped = {k: v for k, v in fit_counts.items() if v}
+                raise TokttsError(
+                    f"no usable audio in the first {len(sample)} training utterances (skipped: {skipped}); "
+                    "check the wavs and data.min_seconds / data.max_seconds"
+                ) from None
+            raise
         codec.save(root)
 
     shards = []

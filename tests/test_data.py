@@ -1,0 +1,114 @@
+"""The token cache: skipped files are counted, clipping and noise copies, shard resume, batching."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toktts.config import load_config
+from toktts.corpus import packaged_transcripts, synth_corpus
+from toktts.data import TokenDataset, bucket_batches, cache_dir, collate, prepare
+from toktts.errors import TokttsError
+from toktts.patterns import Layout
+
+DEMO = Path(__file__).parent.parent / "configs" / "demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    rows = sorted(packaged_transcripts("train"), key=lambda r: len(r[1]))[:8]
+    texts = root / "texts.txt"
+    texts.write_text("".join(f"{i}|{t}\n" for i, t in rows))
+    return synth_corpus(root / "slt", texts=texts, progress=False)
+
+
+def config(corpus: Path, cache: Path, *extra: str):
+    return load_config([DEMO], [f"data.corpus={corpus}", f"data.cache_dir={cache}", "data.val_size=1",
+                                "codec.codebook_size=16", "data.shard_size=3", *extra])
+
+
+def test_missing_and_corrupt_wavs_are_skipped_and_counted(corpus, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(corpus, broken)
+    wavs = sorted((broken / "wavs").glob("*.wav"))
+    wavs[0].unlink()  # missing
+    wavs[1].write_bytes(b"RIFF not really a wav")  # corrupt
+    root = prepare(config(broken, tmp_path / "cache"), progress=False)
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["skipped"]["missing_wav"] == 1 and manifest["skipped"]["unreadable_wav"] == 1
+    assert manifest["utterances"]["train"] + manifest["utterances"]["val"] == 6
+
+
+def test_clip_seconds_and_max_seconds(corpus, tmp_path):
+    cfg = config(corpus, tmp_path / "cache", "data.clip_seconds=0.5")
+    data = TokenDataset(prepare(cfg, progress=False), "train")
+    assert (data.frames == math.ceil(0.5 * cfg.codec.frame_rate)).all()  # every clip cut to 0.5 s
+    cfg = config(corpus, tmp_path / "cache", "data.max_seconds=0.01")
+    with pytest.raises(TokttsError, match="no usable audio.*too_long"):
+        prepare(cfg, progress=False)
+
+
+def test_noise_copies_add_training_rows_only(corpus, tmp_path):
+    plain = prepare(config(corpus, tmp_path / "a"), progress=False)
+    noisy = prepare(config(corpus, tmp_path / "b", "data.noise_copies=1"), progress=False)
+    a, b = TokenDataset(plain, "train"), TokenDataset(noisy, "train")
+    assert len(b) == 2 * len(a)
+    assert len(TokenDataset(noisy, "val")) == len(TokenDataset(plain, "val"))
+    assert sum("~noise1" in i for i in b.ids) == len(a)
+
+
+def test_interrupted_prepare_resumes_from_finished_shards(corpus, tmp_path):
+    cfg = config(corpus, tmp_path / "cache")
+    root = prepare(cfg, progress=False)
+    first = root / "train-00000" / "codes.npy"
+    stamp = first.stat().st_mtime_ns
+    # as if killed while writing the last shard: no manifest, a half-written temporary shard
+    (root / "manifest.json").unlink()
+    shutil.rmtree(root / "train-00002")
+    (root / "train-00002.tmp").mkdir()
+    assert cache_dir(cfg) == root
+    with pytest.raises(Exception, match="incomplete"):
+        TokenDataset(root, "train")  # never trusted without its manifest
+    prepare(cfg, progress=False)
+    assert first.stat().st_mtime_ns == stamp  # finished shards are not redone
+    assert (root / "train-00002" / "codes.npy").is_file()
+    assert len(TokenDataset(root, "train")) == 7
+
+
+def test_changed_settings_make_a_new_cache(corpus, tmp_path):
+    a = cache_dir(config(corpus, tmp_path / "cache"))
+    b = cache_dir(config(corpus, tmp_path / "cache", "data.clip_seconds=1"))
+    c = cache_dir(config(corpus, tmp_path / "cache", "train.lr=0.5"))  # training settings do not matter
+    assert a != b and a == c
+
+
+def test_bucket_batches_respect_the_budget_and_cover_everything():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(20, 400, size=500)
+    texts = frames // 3
+    batches = bucket_batches(frames, texts, batch_frames=2000, max_batch_size=16, seed=1)
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    for b in batches:
+        assert len(b) <= 16
+        assert len(b) == 1 or max(frames[i] for i in b) * len(b) <= 2000
+    assert batches == bucket_batches(frames, texts, 2000, 16, seed=1)  # deterministic
+    assert batches != bucket_batches(frames, texts, 2000, 16, seed=2)
+    padded = sum(max(frames[i] for i in b) * len(b) for b in batches)
+    assert padded < 1.15 * frames.sum()  # little padding: similar lengths go together
+
+
+def test_collate_shapes(corpus, tmp_path):
+    cfg = config(corpus, tmp_path / "cache")
+    data = TokenDataset(prepare(cfg, progress=False), "train")
+    layout = Layout("delay", cfg.codec.n_codebooks, cfg.codec.codebook_size)
+    batch = collate(data, [0, 1, 2], layout)
+    B, K = 3, cfg.codec.n_codebooks
+    T = int(data.frames[[0, 1, 2]].max())
+    assert batch["text"].shape == (B, max(len(data.text_ids[i]) for i in range(3)))  # (B, L)
+    assert batch["tokens"].shape == (B, K, layout.n_steps(T))  # (B, N, S)
+    assert batch["frames"].tolist() == data.frames[[0, 1, 2]].tolist()
