@@ -235,3 +235,16 @@ def test_out_of_vocabulary_characters_are_dropped_not_fatal(trained):
     out, _ = trained
     result = TTS.from_pretrained(out)("Hello 世界 there.", seed=0)
     assert len(result["audio"]) > 0
+
+
+def test_wall_clock_budget_and_gradient_accumulation(corpus, tmp_path):
+    out = tmp_path / "budget"
+    overrides = tiny_overrides(corpus, out, **{"train.max_steps": 1000, "train.max_minutes": 0.0001,
+                                               "train.grad_accum": 2, "train.save_every": 1000})
+    toktts("prepare", "--config", DEMO, *sets(overrides))
+    proc = toktts("train", "--config", DEMO, *sets(overrides))
+    assert "max_minutes" in proc.stderr
+    history = _history(out)
+    assert [h["step"] for h in history] == [1]  # stopped after the first step, far before max_steps
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000001"]  # saved on the way out
+    assert (out / "model.safetensors").is_file()
