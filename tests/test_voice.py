@@ -1,0 +1,27 @@
+"""The bundled voice: shipped in the package, loaded with no argument, small, and it speaks."""
+from pathlib import Path
+
+import numpy as np
+
+from toktts import TTS
+from toktts.inference import bundled_voice_dir
+
+
+def test_bundled_voice_is_shipped_and_small():
+    voice = bundled_voice_dir()
+    files = {p.name for p in voice.iterdir()}
+    assert {"config.json", "model.safetensors", "codec.safetensors"} <= files
+    size = sum(p.stat().st_size for p in voice.iterdir()) / 2**20
+    assert size < 25, f"{size:.1f} MiB"
+
+
+def test_bundled_voice_speaks_and_stops(tmp_path):
+    tts = TTS.from_pretrained()  # no argument: the bundled voice
+    texts = ["Printing, in the only sense with which we are at present concerned.", "It was a good day."]
+    results = tts.synthesize(texts, seed=0)
+    for text, out in zip(texts, results):
+        seconds = len(out["audio"]) / out["sampling_rate"]
+        assert out["stop_reason"] == "eos"
+        # flite speaks ~14 characters per second; the voice's length should be in that region
+        assert 0.4 * len(text) / 14 < seconds < 2.5 * len(text) / 14, (text, seconds)
+        assert np.abs(out["audio"]).max() > 0.01  # not silence
