@@ -120,6 +120,45 @@ def test_seeded_generation_is_reproducible_and_well_formed(layout):
             assert out["frames"][b] == lay.n_frames(int(limits[b]) + lay.tail)
 
 
+@pytest.mark.parametrize("layout", ["delay", "flatten"])
+def test_per_item_generators_make_an_item_independent_of_its_batch(layout):
+    model = tiny(layout)
+    text, text_lengths, _ = batch(model, B=3)
+    limits = torch.tensor([30, 30, 30])
+    seeds = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+    together = model.generate(text, text_lengths, limits, temperature=1.0, generator=seeds)
+    alone = model.generate(text[1:2, : int(text_lengths[1])], text_lengths[1:2], limits[1:2], temperature=1.0,
+                           generator=[torch.Generator().manual_seed(2)])
+    T = int(alone["frames"][0])
+    assert int(together["frames"][1]) == T
+    lay = model.layout
+    assert torch.equal(lay.codes(together["tokens"][1:2], T), lay.codes(alone["tokens"], T))
+
+
+@pytest.mark.parametrize("layout", ["delay", "flatten"])
+def test_steps_report_only_final_frames_and_end_as_generate(layout):
+    """Every frame `frames_ready` counts is final: later steps never change it."""
+    model = tiny(layout)
+    text, text_lengths, _ = batch(model)
+    limits = torch.tensor([40, 25])
+    kwargs = dict(temperature=1.0, top_k=8)
+    seen = []
+    for progress in model.generate_steps(text, text_lengths, limits, generator=torch.Generator().manual_seed(7),
+                                         **kwargs):
+        ready = progress.frames_ready()
+        seen.append((ready.clone(), progress.tokens.clone()))
+    final = progress.result()
+    reference = model.generate(text, text_lengths, limits, generator=torch.Generator().manual_seed(7), **kwargs)
+    assert torch.equal(final["tokens"], reference["tokens"]) and torch.equal(final["frames"], reference["frames"])
+    assert torch.equal(seen[-1][0], final["frames"])
+    codes = model.layout.codes(final["tokens"])
+    for ready, partial in seen:
+        for b in range(2):
+            n = int(ready[b])
+            assert torch.equal(model.layout.codes(partial[b : b + 1], n)[0], codes[b, :, :n])
+    assert [int(r[0]) for r, _ in seen] == sorted(int(r[0]) for r, _ in seen)  # never goes back
+
+
 def test_generation_stops_on_eos():
     """A model whose head always prefers EOS on stream 0 stops right away and says so."""
     model = tiny("delay")

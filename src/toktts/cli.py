@@ -86,10 +86,35 @@ def cmd_say(args) -> None:
 
     text = _read_text(args)
     tts = TTS.from_pretrained(args.model, device=args.device)
-    out = tts(text, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                   retries=args.retries, verify=args.verify)
+    if args.stream:
+        _say_stream(tts, text, options)
+        return
+    out = tts(text, progress=True, **options)
     write_wav(args.output, out["audio"], out["sampling_rate"])
     seconds = len(out["audio"]) / out["sampling_rate"]
-    print(f"wrote {args.output} ({seconds:.2f} s, stopped by {out['stop_reason']})")
+    chunks = len(out["chunks"])
+    detail = f"{chunks} chunk{'s' * (chunks > 1)}, {out['retries']} retried" if chunks > 1 or out["retries"] else ""
+    print(f"wrote {args.output} ({seconds:.2f} s, stopped by {out['stop_reason']}{', ' + detail if detail else ''})")
+
+
+def _say_stream(tts, text: str, options: dict) -> None:
+    """Raw 16-bit little-endian mono PCM on stdout as it is generated, for `aplay`/`sox`/`ffplay`."""
+    import numpy as np
+
+    if sys.stdout.isatty():
+        raise TokttsError("--stream writes raw audio to stdout: pipe it, e.g. | aplay -f S16_LE -r 16000 -c 1")
+    out = sys.stdout.buffer
+    stream = tts.stream(text, **options)
+    log.info("streaming %d Hz 16-bit mono PCM, e.g. | aplay -f S16_LE -c 1 -r %d", stream.sampling_rate,
+             stream.sampling_rate)
+    try:
+        for piece in stream:
+            out.write((np.clip(piece, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+            out.flush()
+    except BrokenPipeError:  # the player quit: stop quietly
+        sys.stderr.close()
 
 
 def cmd_samples(args) -> None:
@@ -167,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-file", default=None)
     p.add_argument("--model", default=None, help="model directory or Hub id (default: the bundled voice)")
     p.add_argument("-o", "--output", default="out.wav")
+    p.add_argument("--stream", action="store_true",
+                   help="write raw 16-bit mono PCM to stdout as it is generated (pipe it to aplay/sox)")
+    p.add_argument("--retries", type=int, default=None,
+                   help="new tries for a chunk that runs away or is mostly silent (default: the model's)")
+    p.add_argument("--verify", action="store_true",
+                   help="also retry chunks whose pocketsphinx transcript misses over half the characters")
     _sampling_args(p)
     p.set_defaults(func=cmd_say)
 
@@ -204,7 +235,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", nargs="?", default=None)
     p.add_argument("--text-file", default=None)
     p.set_defaults(func=cmd_normalize)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible speech API and a web page (pip install 'toktts[server]')")
+    p.add_argument("--model", default=None, help="model directory or Hub id (default: the bundled voice)")
+    p.add_argument("--host", default="127.0.0.1", help="default: loopback only; 0.0.0.0 exposes it to the network")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` (default: $TOKTTS_API_KEY)")
+    p.add_argument("--max-chars", type=int, default=4096, help="longest input accepted (longer: HTTP 413)")
+    p.add_argument("--max-queue", type=int, default=64, help="requests waiting at most (more: HTTP 429)")
+    p.add_argument("--max-batch", type=int, default=8, help="unseeded requests synthesized together at most")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.set_defaults(func=cmd_serve)
     return parser
+
+
+def cmd_serve(args) -> None:
+    from toktts.server import serve
+
+    serve(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -118,6 +118,11 @@ class GenerateConfig:
     seed: int | None = None
     max_seconds: float = 30.0  # hard cap on one generation
     seconds_per_char: float = 0.25  # length limit derived from the text: 1 s + len(text) * this
+    # Long text is spoken in chunks of at most this many characters; 0 = the training texts'
+    # 75th-percentile length (training writes it here) or 150 for models trained before that.
+    chunk_chars: int = 0
+    batch_size: int = 8  # chunks generated together
+    retries: int = 2  # new seeds for a chunk that runs away or comes out mostly silent
 
 
 @dataclass

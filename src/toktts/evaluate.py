@@ -248,6 +248,13 @@ class PocketSphinx:
         self.decoder = _sphinx_decoder()  # fails here, before any synthesis, if it cannot load
         self.jobs = max(1, jobs if jobs is not None else min(4, os.cpu_count() or 1))
 
+    def transcribe_audio(self, audio: np.ndarray, rate: int) -> str:
+        """One waveform in memory (any rate) -> its transcript."""
+        import soxr
+
+        pcm = soxr.resample(audio.astype(np.float32), rate, ASR_RATE) if rate != ASR_RATE else audio
+        return _sphinx_run((np.clip(pcm, -1.0, 1.0) * 32767).astype(np.int16), self.decoder)
+
     def transcribe(self, wavs: list[Path], update: Callable[[int], Any]) -> list[str]:
         jobs = min(self.jobs, len(wavs) // 4)  # a worker costs ~1 s to start
         if jobs <= 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +21,8 @@ from toktts.checkpoint import load_model_dir, save_model_dir
 from toktts.codecs import Codec
 from toktts.config import Config
 from toktts.errors import TokttsError
-from toktts.model import TokTTS
+from toktts.longform import FrameDecoder, Trimmer, split_text
+from toktts.model import Progress, TokTTS
 from toktts.text import VOCAB, normalize
 
 log = logging.getLogger(__name__)
@@ -137,8 +138,58 @@ class TTS:
     # -- synthesis --------------------------------------------------------------------------
 
     def __call__(self, text: str, **kwargs: Any) -> dict[str, Any]:
-        """Synthesize one text. Keyword arguments: temperature, top_k, top_p, seed, max_seconds."""
+        """Synthesize a text of any length. Keyword arguments: temperature, top_k, top_p, seed,
+        max_seconds (per chunk), retries, verify, progress."""
         return self.synthesize([text], **kwargs)[0]
+
+    def synthesize(
+        self,
+        texts: list[str],
+        retries: int | None = None,
+        verify: bool = False,
+        progress: bool = False,
+        **sampling: Any,
+    ) -> list[dict[str, Any]]:
+        """Synthesize texts of any length; one result per text.
+
+        Each text is normalised and cut into chunks (`toktts.longform`); chunks of all the texts
+        are generated in batches, and a chunk that runs away (hits its length limit) or comes
+        out mostly silent is generated again with another seed, at most `retries` times. With
+        `verify`, a chunk whose ASR transcript is far from its text is retried too. A result
+        holds the joined `audio`, `sampling_rate`, `stop_reason` ("eos" when every chunk ended
+        by itself, else "max_length"), the normalised `text`, and per chunk a report."""
+        if isinstance(texts, str):
+            texts = [texts]
+        jobs = self._jobs(texts, sampling.get("seed"))
+        run = _Run(self, jobs, sampling, retries, verify, live=False, progress=progress)
+        audio: list[list[np.ndarray]] = [[] for _ in texts]
+        for owner, samples in run.events():
+            audio[owner].append(samples)
+        results = []
+        for owner, text in enumerate(texts):
+            reports = [r for job, r in zip(jobs, run.reports) if job.owner == owner]
+            wav = np.concatenate(audio[owner]) if audio[owner] else np.zeros(0, np.float32)
+            results.append(_result(wav, self.sampling_rate, reports))
+        return results
+
+    def stream(self, text: str, retries: int | None = None, verify: bool = False, **sampling: Any) -> "AudioStream":
+        """Synthesize `text`, yielding float32 audio pieces as soon as they are ready: within the
+        first chunk of every batch as frames are generated, then chunk by chunk. The pieces join
+        into the same audio as `tts(text)` with the same seed (unless a streamed chunk ran
+        away: what is already played cannot be retried, so it is reported, not redone)."""
+        jobs = self._jobs([text], sampling.get("seed"))
+        return AudioStream(_Run(self, jobs, sampling, retries, verify, live=True, progress=False))
+
+    def _jobs(self, texts: list[str], seed: int | None) -> list["_Job"]:
+        seed = self.cfg.generate.seed if seed is None else seed
+        max_chars = self.cfg.generate.chunk_chars or DEFAULT_CHUNK_CHARS
+        jobs = []
+        for owner, text in enumerate(texts):
+            chunks = split_text(self.prepare_text(text), max_chars)
+            for index, chunk in enumerate(chunks):
+                pause = chunk.pause if index < len(chunks) - 1 else 0.0
+                jobs.append(_Job(owner, index, chunk.text, pause, None if seed is None else int(seed) + index))
+        return jobs
 
     def generate_tokens(
         self,
@@ -146,17 +197,22 @@ class TTS:
         temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
-        seed: int | None = None,
+        seed: int | list[int | None] | None = None,
         max_seconds: float | None = None,
         need_weights: bool = False,
-    ) -> tuple[list[str], dict]:
-        """Normalise and batch the texts and sample their codec tokens (no audio decoding)."""
+        steps: bool = False,
+    ) -> tuple[list[str], Any]:
+        """Normalise and batch the texts and sample their codec tokens (no audio decoding).
+
+        `seed` is one for the batch or one per text (then each text's tokens do not depend on
+        what it is batched with). Returns the spoken texts and `TokTTS.generate`'s dict, or with
+        `steps` an iterator over its `Progress` after each decoder step."""
         g = replace(
             self.cfg.generate,
-            **{k: v for k, v in dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed).items()
-               if v is not None},
+            **{k: v for k, v in dict(temperature=temperature, top_k=top_k, top_p=top_p).items() if v is not None},
         )
         _check_sampling(g.temperature, g.top_k, g.top_p)
+        seed = g.seed if seed is None else seed
         spoken = [self.prepare_text(t) for t in texts]
         ids = [VOCAB.encode(s) for s in spoken]
         text = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
@@ -164,19 +220,30 @@ class TTS:
             text[b, : len(row)] = torch.tensor(row)
         lengths = torch.tensor([len(r) for r in ids])
         limits = torch.tensor([self.max_steps(s, max_seconds) for s in spoken])
-        generator = None
-        if g.seed is not None:
-            generator = torch.Generator(self.device).manual_seed(int(g.seed))
+        if isinstance(seed, (list, tuple)) and any(s is not None for s in seed):
+            generator = [None if s is None else torch.Generator(self.device).manual_seed(int(s)) for s in seed]
+        else:
+            generator = None if seed is None or isinstance(seed, (list, tuple)) else torch.Generator(self.device).manual_seed(int(seed))
+        args = (text.to(self.device), lengths.to(self.device), limits.to(self.device))
+        kwargs = dict(temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, generator=generator,
+                      need_weights=need_weights)
+        if steps:
+            return spoken, self._steps(args, kwargs)
         with autocast(self.device, self.precision), num_threads(self.generate_threads):
-            out = self.model.generate(
-                text.to(self.device), lengths.to(self.device), limits.to(self.device),
-                temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, generator=generator,
-                need_weights=need_weights,
-            )
-        return spoken, out
+            return spoken, self.model.generate(*args, **kwargs)
+
+    def _steps(self, args: tuple, kwargs: dict) -> Iterator[Progress]:
+        # The contexts are entered around each step only: between steps the caller runs as usual.
+        steps = self.model.generate_steps(*args, **kwargs)
+        while True:
+            with autocast(self.device, self.precision), num_threads(self.generate_threads):
+                progress = next(steps, None)
+            if progress is None:
+                return
+            yield progress
 
     def decode(self, tokens: torch.Tensor, frames: torch.Tensor) -> list[np.ndarray]:
-        """(B, N, S) tokens and (B,) frame counts -> one waveform per item."""
+        """(B, N, S) tokens and (B,) frame counts -> one waveform per item, decoded whole."""
         layout = self.model.layout
         codes = layout.codes(tokens)  # (B, K, T)
         T = max(int(frames.max()), 1)
@@ -186,25 +253,194 @@ class TTS:
         hop = self.codec.sample_rate // self.codec.frame_rate
         return [audio[b, : int(frames[b]) * hop] for b in range(len(audio))]
 
-    def synthesize(self, texts: list[str], **kwargs: Any) -> list[dict[str, Any]]:
-        """Synthesize a batch of texts; one result dict per text."""
-        if isinstance(texts, str):
-            texts = [texts]
-        spoken, out = self.generate_tokens(texts, **kwargs)
-        audio = self.decode(out["tokens"], out["frames"])
-        results = []
-        for b, wav in enumerate(audio):
-            stop = "eos" if bool(out["stopped"][b]) else "max_length"
-            if stop == "max_length":
-                log.warning("generation hit its length limit without ending: %r", spoken[b][:60])
-            results.append({
-                "audio": wav.astype(np.float32),
-                "sampling_rate": self.sampling_rate,
-                "stop_reason": stop,
-                "text": spoken[b],
-                "frames": int(out["frames"][b]),
-            })
-        return results
+
+DEFAULT_CHUNK_CHARS = 150  # for models saved before training recorded their texts' lengths
+MIN_VOICED_FRACTION = 0.3  # a chunk with less speech than this is "mostly silence": retried
+VERIFY_MAX_CER = 0.5  # with verify, a chunk whose transcript misses more characters is retried
+RETRY_SEED_STRIDE = 100_003  # attempt a of a chunk seeded `seed` uses seed + a * stride
+
+
+@dataclass
+class _Job:
+    """One chunk of one text to speak."""
+
+    owner: int  # which text
+    index: int  # which chunk of it
+    text: str
+    pause: float  # silence after it (0 for a text's last chunk)
+    seed: int | None
+
+    def seed_for(self, attempt: int) -> int | None:
+        return None if self.seed is None else self.seed + attempt * RETRY_SEED_STRIDE
+
+
+class _Run:
+    """Speaks a list of chunk jobs batch by batch, yielding (owner, audio) pieces in reading order
+    and filling `reports` (one per job). With `live`, the first chunk of each batch is decoded
+    and yielded while it is generated."""
+
+    def __init__(self, tts: TTS, jobs: list[_Job], sampling: dict, retries: int | None, verify: bool,
+                 live: bool, progress: bool):
+        unknown = set(sampling) - {"temperature", "top_k", "top_p", "seed", "max_seconds"}
+        if unknown:
+            raise TokttsError(f"unknown synthesis option(s) {sorted(unknown)}; use temperature, top_k, top_p, seed, "
+                              "max_seconds, retries, verify")
+        self.tts, self.jobs, self.live = tts, jobs, live
+        self.sampling = {k: v for k, v in sampling.items() if k != "seed"}
+        g = tts.cfg.generate
+        self.retries = g.retries if retries is None else retries
+        if self.retries < 0:
+            raise TokttsError(f"retries must be >= 0, got {self.retries}")
+        self.asr = None
+        if verify:
+            from toktts.evaluate import PocketSphinx
+
+            self.asr = PocketSphinx(jobs=1)
+        self.reports: list[dict | None] = [None] * len(jobs)
+        self.bar = None
+        if progress and len(jobs) > 1:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=len(jobs), unit="chunk", desc="say", leave=False)
+
+    def events(self) -> Iterator[tuple[int, np.ndarray]]:
+        size = max(1, self.tts.cfg.generate.batch_size)
+        try:
+            for start in range(0, len(self.jobs), size):
+                yield from self._batch(list(range(start, min(start + size, len(self.jobs)))))
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+
+    def _batch(self, rows: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        tts, layout = self.tts, self.tts.model.layout
+        _, steps = tts.generate_tokens(
+            [self.jobs[r].text for r in rows], seed=[self.jobs[r].seed_for(0) for r in rows], steps=True,
+            **self.sampling,
+        )
+        first, live = self.jobs[rows[0]], None
+        if self.live:
+            live = _Voice(tts)
+            for progress in steps:
+                done = bool(progress.done[0])
+                if live.final:
+                    continue
+                ready = int(progress.frames_ready()[0])
+                if ready > live.frames or done:
+                    codes = layout.codes(progress.tokens[:1], ready)[0]  # (K, ready)
+                    piece = live.feed(codes, final=done)
+                    if len(piece):
+                        yield first.owner, piece
+        else:
+            for progress in steps:
+                pass
+        result = progress.result()
+        attempts = {}
+        for b, r in enumerate(rows):
+            codes = layout.codes(result["tokens"][b : b + 1], int(result["frames"][b]))[0]  # (K, T)
+            voice = live if (live is not None and b == 0) else _Voice(tts).whole(codes)
+            attempts[r] = self._judge(r, codes, bool(result["stopped"][b]), voice, attempt=0)
+        # Retry what failed, all together, with new seeds; the live chunk is already heard.
+        for attempt in range(1, self.retries + 1):
+            again = [r for r in rows if not attempts[r]["ok"] and not (live is not None and r == rows[0])]
+            if not again:
+                break
+            _, result = tts.generate_tokens(
+                [self.jobs[r].text for r in again], seed=[self.jobs[r].seed_for(attempt) for r in again],
+                **self.sampling,
+            )
+            for b, r in enumerate(again):
+                codes = layout.codes(result["tokens"][b : b + 1], int(result["frames"][b]))[0]
+                judged = self._judge(r, codes, bool(result["stopped"][b]), _Voice(tts).whole(codes), attempt)
+                if judged["score"] > attempts[r]["score"]:
+                    attempts[r] = judged
+                attempts[r]["retries"] = attempt
+        for b, r in enumerate(rows):
+            job, best = self.jobs[r], attempts[r]
+            if not best["ok"]:
+                log.warning("chunk %d of text %d still %s after %d retries: %r",
+                            job.index, job.owner, best["problem"], best["retries"], job.text[:60])
+            if not (live is not None and b == 0):
+                yield job.owner, best["audio"]
+            if job.pause:
+                yield job.owner, np.zeros(round(job.pause * tts.sampling_rate), np.float32)
+            self.reports[r] = {k: v for k, v in best.items() if k not in ("audio", "score")}
+            if self.bar is not None:
+                self.bar.update(1)
+
+    def _judge(self, r: int, codes: torch.Tensor, stopped: bool, voice: "_Voice", attempt: int) -> dict:
+        """How one attempt at a chunk went; `score` orders attempts (higher is better)."""
+        job = self.jobs[r]
+        problem = None if stopped else "ran to its length limit"
+        if problem is None and voice.trimmer.voiced_fraction < MIN_VOICED_FRACTION:
+            problem = f"mostly silent ({voice.trimmer.voiced_fraction:.0%} voiced)"
+        cer = None
+        if self.asr is not None and voice.audio is not None:
+            from toktts.evaluate import error_rates, score_text
+
+            heard = score_text(self.asr.transcribe_audio(voice.audio, self.tts.sampling_rate))
+            cer = error_rates([score_text(job.text)], [heard])[0]
+            if problem is None and cer > VERIFY_MAX_CER:
+                problem = f"misheard (CER {cer:.0%})"
+        return {
+            "text": job.text, "stop_reason": "eos" if stopped else "max_length", "ok": problem is None,
+            "problem": problem, "retries": attempt, "seed": job.seed_for(attempt), "frames": codes.shape[1],
+            "codes": codes.cpu(), "voiced_fraction": voice.trimmer.voiced_fraction, "cer": cer,
+            "audio": voice.audio, "score": (problem is None, stopped, -(cer or 0.0)),
+        }
+
+
+class _Voice:
+    """One chunk's codes -> trimmed audio, through the same `FrameDecoder` and `Trimmer` whether
+    its frames come all at once (`whole`) or while they are generated (`feed`)."""
+
+    def __init__(self, tts: TTS):
+        self.decoder = FrameDecoder(tts.codec)
+        self.trimmer = Trimmer(tts.sampling_rate, frame=self.decoder.hop)
+        self.frames, self.final = 0, False
+        self.pieces: list[np.ndarray] = []
+        self.audio: np.ndarray | None = None  # all of it, for `whole`
+
+    def feed(self, codes: torch.Tensor, final: bool) -> np.ndarray:
+        self.frames, self.final = codes.shape[1], final
+        # Griffin-Lim and neural decoders can overshoot full scale a little; clip sample by
+        # sample, which streaming can do as well as a whole-chunk pass.
+        return np.clip(self.trimmer.feed(self.decoder.feed(codes, final), final), -1.0, 1.0)
+
+    def whole(self, codes: torch.Tensor) -> "_Voice":
+        self.audio = self.feed(codes, final=True)
+        return self
+
+
+class AudioStream:
+    """What `TTS.stream` returns: iterate it for float32 audio pieces; `chunks` reports each
+    chunk (text, stop_reason, retries, ...) once it has been spoken."""
+
+    def __init__(self, run: _Run):
+        self._run = run
+        self.sampling_rate = run.tts.sampling_rate
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for _, piece in self._run.events():
+            if len(piece):
+                yield piece
+
+    @property
+    def chunks(self) -> list[dict]:
+        return [r for r in self._run.reports if r is not None]
+
+
+def _result(audio: np.ndarray, rate: int, reports: list[dict]) -> dict[str, Any]:
+    stop = "eos" if all(r["stop_reason"] == "eos" for r in reports) else "max_length"
+    return {
+        "audio": audio.astype(np.float32, copy=False),
+        "sampling_rate": rate,
+        "stop_reason": stop,
+        "text": " ".join(r["text"] for r in reports),
+        "frames": sum(r["frames"] for r in reports),
+        "retries": sum(r["retries"] for r in reports),
+        "chunks": reports,
+    }
 
 
 def _check_sampling(temperature: float, top_k: int, top_p: float) -> None:

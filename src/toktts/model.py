@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -294,7 +295,18 @@ class TokTTS(nn.Module):
         return per_stream.mean(), per_stream.detach(), accuracy.detach()
 
     @torch.inference_mode()
-    def generate(
+    def generate(self, *args, **kwargs) -> dict:
+        """Sample token streams for a batch of texts; the arguments are `generate_steps`'.
+
+        Returns `tokens` (B, N, S), `frames` (B,) frame lengths, `stopped` (B,) bool (True = ended
+        with EOS, False = hit the limit) and, with `need_weights`, the first layer's
+        cross-attention (B, H, S, L)."""
+        for progress in self.generate_steps(*args, **kwargs):
+            pass
+        return progress.result()
+
+    @torch.inference_mode()
+    def generate_steps(
         self,
         text: torch.Tensor,
         text_lengths: torch.Tensor,
@@ -302,14 +314,14 @@ class TokTTS(nn.Module):
         temperature: float = 0.7,
         top_k: int = 0,
         top_p: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator | None] | None = None,
         need_weights: bool = False,
-    ) -> dict:
-        """Sample token streams for a batch of texts.
+    ) -> Iterator["Progress"]:
+        """Decode one step at a time, yielding the `Progress` after each (streaming reads it).
 
-        `max_steps` (B,) is each item's limit: stream 0 must emit EOS before that step. Returns `tokens` (B, N, S),
-        `frames` (B,) frame lengths, `stopped` (B,) bool (True = ended with EOS, False = hit the
-        limit) and, with `need_weights`, the first layer's cross-attention (B, H, S, L)."""
+        `max_steps` (B,) is each item's limit: stream 0 must emit EOS before that step.
+        `generator` is one for the batch or one per item; per-item generators make an item's
+        tokens independent of what it is batched with."""
         layout, device = self.layout, text.device
         B = text.shape[0]
         # EOS may come up to step max_steps - 1; the delay layout then needs K - 1 more steps.
@@ -337,22 +349,50 @@ class TokTTS(nn.Module):
             out[:, :, s] = tok
             prev = tok[:, :, None]
             done = layout.finished(s, eos_step) | ((eos_step < 0) & (s + 1 >= max_steps + layout.tail))
-            if bool(done.all()):
-                out = out[:, :, : s + 1]
-                break
-        stopped = eos_step >= 0
-        # An item that hit its limit keeps every frame it could have ended after.
-        frames = torch.where(stopped, layout.frame_lengths(out), layout.n_frames(max_steps + layout.tail))
-        result = {"tokens": out, "frames": frames, "stopped": stopped}
-        if need_weights:
-            result["attention"] = torch.cat(attn, dim=2)
+            last = bool(done.all()) or s + 1 == S_max
+            # `tokens` is a view that later steps write into: read it before asking for more.
+            yield Progress(layout, out[:, :, : s + 1], eos_step, max_steps, done, attn if last else None)
+            if last:
+                return
+
+
+@dataclass
+class Progress:
+    """Where a batch's generation stands after a step: `tokens` (B, N, s+1) so far."""
+
+    layout: Layout
+    tokens: torch.Tensor
+    eos_step: torch.Tensor  # (B,) step of stream 0's EOS, -1 while going on
+    max_steps: torch.Tensor  # (B,)
+    done: torch.Tensor  # (B,) bool: nothing more will be added to this item
+    attention: list[torch.Tensor] | None = None  # per step (B, H, 1, L), on the last step only
+
+    def frames_ready(self) -> torch.Tensor:
+        """(B,) frames whose every codebook is final (all of them once the item is done)."""
+        # n_frames(S + 1): the frame completed at step S - 1 is whole, though no EOS follows yet.
+        return self.frames().clamp(max=self.layout.n_frames(self.tokens.shape[2] + 1))
+
+    def frames(self) -> torch.Tensor:
+        """(B,) frame length: up to EOS, or all the limit allows for an item that has not ended."""
+        limit = self.layout.n_frames(self.max_steps + self.layout.tail)
+        return torch.where(self.eos_step >= 0, self.layout.frame_lengths(self.tokens), limit)
+
+    def result(self) -> dict:
+        result = {"tokens": self.tokens, "frames": self.frames(), "stopped": self.eos_step >= 0}
+        if self.attention:
+            result["attention"] = torch.cat(self.attention, dim=2)
         return result
 
 
 def sample(
-    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    generator: torch.Generator | list[torch.Generator | None] | None,
 ) -> torch.Tensor:
-    """(..., V) float logits -> (...) ids. temperature 0 is greedy."""
+    """(B, ..., V) float logits -> (B, ...) ids. temperature 0 is greedy. `generator` is one for
+    all rows or one per batch item."""
     if temperature <= 0:
         return logits.argmax(-1)
     logits = logits / temperature
@@ -366,5 +406,11 @@ def sample(
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(-1)
+    if isinstance(generator, (list, tuple)):
+        return torch.stack([_multinomial(p, g) for p, g in zip(probs, generator, strict=True)])
+    return _multinomial(probs, generator)
+
+
+def _multinomial(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     flat = probs.reshape(-1, probs.shape[-1])
     return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])

@@ -1,0 +1,198 @@
+"""Long text, streaming and the runaway guard: chunking, window-by-window decoding and trimming
+(streamed in any increments = decoded at once), and the bundled voice end to end."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import toktts.inference as inference
+from toktts.inference import TTS
+from toktts.longform import CLAUSE_PAUSE, SENTENCE_PAUSE, WORD_PAUSE, FrameDecoder, Trimmer, split_text
+from toktts.text import normalize
+
+PARAGRAPH = (
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+    "foolishness, it was the epoch of belief, it was the epoch of incredulity. The quick brown fox jumps over "
+    "the lazy dog. Dr. Smith paid $5.50 on Jan. 3, 1999; then he left! Did he come back? Nobody knows."
+)
+
+
+@pytest.fixture(scope="module")
+def tts():
+    return TTS.from_pretrained()
+
+
+# -- chunking ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_chars", [12, 40, 80, 150, 1000])
+def test_chunks_fit_and_keep_every_word_in_order(max_chars):
+    spoken = normalize(PARAGRAPH)
+    chunks = split_text(spoken, max_chars)
+    assert all(len(c.text) <= max_chars for c in chunks)
+    assert " ".join(c.text for c in chunks).split() == spoken.split()
+    if max_chars >= len(spoken):
+        assert len(chunks) == 1
+
+
+def test_cuts_prefer_sentences_then_clauses_then_words():
+    text = "one two three. four five, six seven eight nine ten eleven twelve"
+    chunks = split_text(text, 15)
+    assert [c.text for c in chunks][:2] == ["one two three.", "four five,"]
+    assert [c.pause for c in chunks][:2] == [SENTENCE_PAUSE, CLAUSE_PAUSE]
+    assert chunks[2].pause == WORD_PAUSE  # cut between words
+    assert split_text("a supercalifragilistic word", 10)[1].text == "supercalifragilistic"  # never cut a word
+
+
+# -- window-by-window decoding and trimming ---------------------------------------------------------
+
+
+def _increments(total: int, rng: np.random.Generator) -> list[int]:
+    cuts = sorted(set(rng.integers(1, total, size=12).tolist()))
+    return [c for c in cuts if c < total] + [total]
+
+
+def test_frame_decoder_gives_the_same_samples_in_any_increments(tts):
+    codec = tts.codec
+    rng = np.random.default_rng(0)
+    codes = torch.from_numpy(rng.integers(0, codec.codebook_size, (codec.n_codebooks, 83)))  # (K, T)
+    whole = FrameDecoder(codec).feed(codes, final=True)
+    hop = codec.sample_rate // codec.frame_rate
+    assert whole.shape == (83 * hop,)
+    for trial in range(3):
+        decoder, pieces = FrameDecoder(codec), []
+        for t in _increments(83, rng):
+            pieces.append(decoder.feed(codes[:, :t], final=t == 83))
+        assert sum(len(p) > 0 for p in pieces) >= 2  # it did stream
+        np.testing.assert_array_equal(np.concatenate(pieces), whole)
+
+
+def test_trimmer_cuts_silence_the_same_way_streamed_or_whole():
+    rate, frame = 16000, 160
+    rng = np.random.default_rng(1)
+    speech = 0.3 * np.sin(np.linspace(0, 800 * np.pi, rate)).astype(np.float32)  # 1 s tone
+    audio = np.concatenate([np.zeros(rate // 2), speech, np.zeros(rate // 4), speech, np.zeros(rate)]).astype(np.float32)
+    whole = Trimmer(rate, frame).feed(audio, final=True)
+    # half a second of silence before and a second after are cut to the 60 ms margin
+    assert abs(len(whole) - (len(audio) - rate // 2 - rate + 2 * 960)) <= 2 * frame
+    assert whole[0] == 0.0 and abs(whole[-1]) < 1e-3  # faded edges
+    for _ in range(3):
+        trimmer, pieces, start = Trimmer(rate, frame), [], 0
+        for end in _increments(len(audio), rng):
+            pieces.append(trimmer.feed(audio[start:end], final=end == len(audio)))
+            start = end
+        np.testing.assert_array_equal(np.concatenate(pieces), whole)
+    silent = Trimmer(rate, frame)
+    assert len(silent.feed(np.zeros(rate, np.float32), final=True)) == 0
+    assert silent.voiced_fraction == 0.0
+
+
+# -- the bundled voice end to end -------------------------------------------------------------
+
+
+def test_long_text_is_spoken_in_chunks_with_pauses(tts):
+    out = tts(PARAGRAPH * 3, seed=0)
+    chunks = out["chunks"]
+    assert len(chunks) >= 4
+    assert out["text"].split() == normalize(PARAGRAPH * 3).split()
+    assert all(len(c["text"]) <= (tts.cfg.generate.chunk_chars or inference.DEFAULT_CHUNK_CHARS) for c in chunks)
+    rate = out["sampling_rate"]
+    assert len(out["audio"]) / rate > 0.5 * sum(c["frames"] for c in chunks) / tts.codec.frame_rate
+    assert np.abs(out["audio"]).max() <= 1.0 + 1e-6
+    # no click at the joins: the sample-to-sample step never jumps far beyond the audio's own
+    steps = np.abs(np.diff(out["audio"]))
+    assert steps.max() < 10 * np.percentile(steps, 99.9) + 1e-3
+
+
+def test_stream_yields_the_same_tokens_and_audio_as_one_call(tts):
+    text = PARAGRAPH
+    whole = tts(text, seed=11)
+    assert whole["retries"] == 0, "pick a text the voice speaks without retries for this comparison"
+    stream = tts.stream(text, seed=11)
+    pieces = list(stream)
+    assert len(pieces) >= 2
+    assert all(p.dtype == np.float32 and p.ndim == 1 for p in pieces)
+    assert len(stream.chunks) == len(whole["chunks"])
+    for streamed, called in zip(stream.chunks, whole["chunks"]):
+        assert torch.equal(streamed["codes"], called["codes"])
+    audio = np.concatenate(pieces)
+    assert len(audio) == len(whole["audio"])
+    np.testing.assert_allclose(audio, whole["audio"], atol=1e-6)
+
+
+def test_a_text_sounds_the_same_alone_or_batched_with_others(tts):
+    alone = tts("The band plays on.", seed=5)
+    batched = tts.synthesize(["Something else entirely, and longer.", "The band plays on.", "Hi."], seed=5)[1]
+    assert torch.equal(alone["chunks"][0]["codes"], batched["chunks"][0]["codes"])
+    np.testing.assert_allclose(alone["audio"], batched["audio"], atol=1e-6)
+
+
+def test_runaway_chunks_are_retried_then_reported(tts, caplog):
+    # A limit far too short for the text: every attempt runs to it.
+    out = tts("This sentence cannot possibly fit in a third of a second.", seed=1, max_seconds=0.3, retries=2)
+    chunk = out["chunks"][0]
+    assert out["stop_reason"] == "max_length" and chunk["stop_reason"] == "max_length"
+    assert chunk["retries"] == 2 and chunk["problem"] == "ran to its length limit"
+    assert "still ran to its length limit after 2 retries" in caplog.text
+    none = tts("This sentence cannot possibly fit in a third of a second.", seed=1, max_seconds=0.3, retries=0)
+    assert none["chunks"][0]["retries"] == 0
+
+
+def test_mostly_silent_chunks_are_retried_with_new_seeds(tts, monkeypatch):
+    monkeypatch.setattr(inference, "MIN_VOICED_FRACTION", 1.01)  # now every chunk counts as silent
+    out = tts("Hello there.", seed=3, retries=1)
+    chunk = out["chunks"][0]
+    assert chunk["retries"] == 1 and chunk["problem"].startswith("mostly silent")
+    assert chunk["seed"] in (3, 3 + inference.RETRY_SEED_STRIDE)
+
+
+def test_verify_transcribes_each_chunk(tts):
+    out = tts("Hello there.", seed=0, verify=True, retries=1)
+    cer = out["chunks"][0]["cer"]
+    assert cer is not None and 0.0 <= cer
+    if cer > inference.VERIFY_MAX_CER:
+        assert out["chunks"][0]["retries"] == 1
+
+
+def test_bad_options_are_clear_errors(tts):
+    with pytest.raises(inference.TokttsError, match="retries must be >= 0"):
+        tts("Hi.", retries=-1)
+    with pytest.raises(inference.TokttsError, match="unknown synthesis option"):
+        tts("Hi.", temprature=0.5)
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+
+
+def test_say_streams_raw_pcm_to_stdout(tts):
+    proc = subprocess.run(
+        [sys.executable, "-m", "toktts.cli", "say", "Hello there. How are you today?", "--stream", "--seed", "2"],
+        capture_output=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    pcm = np.frombuffer(proc.stdout, dtype="<i2")
+    whole = tts("Hello there. How are you today?", seed=2)["audio"]
+    assert len(pcm) == len(whole)
+    assert np.abs(pcm.astype(np.float32) / 32767 - whole).max() < 2e-4
+
+
+def test_say_reads_a_long_text_from_a_file_or_stdin(tmp_path):
+    text_file = tmp_path / "long.txt"
+    text_file.write_text(PARAGRAPH)
+    out = tmp_path / "long.wav"
+    proc = subprocess.run(
+        [sys.executable, "-m", "toktts.cli", "say", "--text-file", str(text_file), "-o", str(out), "--seed", "0"],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "chunks" in proc.stdout and out.stat().st_size > 44
+    proc = subprocess.run(
+        [sys.executable, "-m", "toktts.cli", "say", "-", "-o", str(tmp_path / "stdin.wav")],
+        input="Read from standard input.", capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "stdin.wav").stat().st_size > 44
