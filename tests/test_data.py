@@ -2,29 +2,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from toktts.config import load_config
-from toktts.corpus import packaged_transcripts, synth_corpus
-from toktts.data import TokenDataset, bucket_batches, cache_dir, collate, prepare
+from toktts.data import TokenDataset, bucket_batches, cache_dir, collate, prepare, prepare_summary
 from toktts.errors import TokttsError
 from toktts.patterns import Layout
 
 DEMO = Path(__file__).parent.parent / "configs" / "demo.yaml"
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    rows = sorted(packaged_transcripts("train"), key=lambda r: len(r[1]))[:8]
-    texts = root / "texts.txt"
-    texts.write_text("".join(f"{i}|{t}\n" for i, t in rows))
-    return synth_corpus(root / "slt", texts=texts, progress=False)
 
 
 def config(corpus: Path, cache: Path, *extra: str):
@@ -41,7 +33,53 @@ def test_missing_and_corrupt_wavs_are_skipped_and_counted(corpus, tmp_path):
     root = prepare(config(broken, tmp_path / "cache"), progress=False)
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["skipped"]["missing_wav"] == 1 and manifest["skipped"]["unreadable_wav"] == 1
-    assert manifest["utterances"]["train"] + manifest["utterances"]["val"] == 6
+    assert manifest["utterances"]["train"] + manifest["utterances"]["val"] == 8
+
+
+def test_empty_silent_and_unreadable_wavs_are_skipped_clipped_ones_kept_with_counts(corpus, tmp_path, caplog):
+    broken = tmp_path / "broken"
+    shutil.copytree(corpus, broken)
+    wavs = sorted((broken / "wavs").glob("*.wav"))
+    rate = sf.info(str(wavs[0])).samplerate
+    wavs[0].write_bytes(b"")  # an empty file
+    sf.write(str(wavs[1]), np.zeros(0), rate)  # a header and no samples
+    sf.write(str(wavs[2]), np.zeros(rate), rate)  # a second of digital silence
+    wavs[3].write_bytes(b"RIFF not really a wav")
+    speech, _ = sf.read(str(wavs[4]))
+    sf.write(str(wavs[4]), np.clip(speech * 10, -1, 1), rate)  # badly clipped, but still speech
+    cfg = config(broken, tmp_path / "cache")
+    with caplog.at_level(logging.WARNING, logger="toktts.data"):
+        root = prepare(cfg, progress=False)
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["skipped"] == {"unreadable_wav": 1, "empty_wav": 2, "silent": 1}
+    assert manifest["clipped"] == 1
+    assert manifest["utterances"]["train"] + manifest["utterances"]["val"] == 6  # the clipped one is kept
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "skipped 4 of 10 utterances (unreadable_wav 1, empty_wav 2, silent 1)" in warning
+    assert "kept 1 clipped" in warning and str(root) in warning
+    assert "clipped (kept): 1" in prepare_summary(root)
+
+
+@pytest.mark.parametrize("codec_fitted, message", [
+    (False, "no usable audio in the first 9 training utterances (skipped: {'silent': 9})"),  # fitting the codec
+    (True, "no usable training audio in corpus"),  # encoding the shards (train and val: 10 silent)
+], ids=["fresh", "codec-already-fitted"])
+def test_no_usable_audio_is_a_clear_error_with_counts(corpus, tmp_path, codec_fitted, message):
+    silent = tmp_path / "silent"
+    shutil.copytree(corpus, silent)
+    cfg = config(silent, tmp_path / "cache")
+    if codec_fitted:  # an earlier prepare fitted the codec and was interrupted before any shard
+        root = prepare(cfg, progress=False)
+        for shard in root.glob("*-0000*"):
+            shutil.rmtree(shard)
+        (root / "manifest.json").unlink()
+    for wav in (silent / "wavs").glob("*.wav"):
+        info = sf.info(str(wav))
+        sf.write(str(wav), np.zeros(info.frames), info.samplerate)
+    with pytest.raises(TokttsError) as error:
+        prepare(cfg, progress=False)
+    assert message in str(error.value) and "'silent': " in str(error.value)
+    assert not (cache_dir(cfg) / "manifest.json").exists()
 
 
 def test_clip_seconds_and_max_seconds(corpus, tmp_path):
@@ -77,7 +115,7 @@ def test_interrupted_prepare_resumes_from_finished_shards(corpus, tmp_path):
     prepare(cfg, progress=False)
     assert first.stat().st_mtime_ns == stamp  # finished shards are not redone
     assert (root / "train-00002" / "codes.npy").is_file()
-    assert len(TokenDataset(root, "train")) == 7
+    assert len(TokenDataset(root, "train")) == 9
 
 
 def test_changed_settings_make_a_new_cache(corpus, tmp_path):

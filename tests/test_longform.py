@@ -11,7 +11,7 @@ import torch
 
 import toktts.inference as inference
 from toktts.inference import TTS
-from toktts.longform import CLAUSE_PAUSE, SENTENCE_PAUSE, WORD_PAUSE, FrameDecoder, Trimmer, split_text
+from toktts.longform import DEFAULT_CHUNK_CHARS, CLAUSE_PAUSE, SENTENCE_PAUSE, WORD_PAUSE, FrameDecoder, Trimmer, split_text
 from toktts.text import normalize
 
 PARAGRAPH = (
@@ -46,6 +46,8 @@ def test_cuts_prefer_sentences_then_clauses_then_words():
     assert [c.pause for c in chunks][:2] == [SENTENCE_PAUSE, CLAUSE_PAUSE]
     assert chunks[2].pause == WORD_PAUSE  # cut between words
     assert split_text("a supercalifragilistic word", 10)[1].text == "supercalifragilistic"  # never cut a word
+    quoted = split_text('he said "stop." then he left.', 20)
+    assert [c.text for c in quoted] == ['he said "stop."', "then he left."]  # the quote stays with its sentence
 
 
 # -- window-by-window decoding and trimming ---------------------------------------------------------
@@ -99,7 +101,7 @@ def test_long_text_is_spoken_in_chunks_with_pauses(tts):
     chunks = out["chunks"]
     assert len(chunks) >= 4
     assert out["text"].split() == normalize(PARAGRAPH * 3).split()
-    assert all(len(c["text"]) <= (tts.cfg.generate.chunk_chars or inference.DEFAULT_CHUNK_CHARS) for c in chunks)
+    assert all(len(c["text"]) <= (tts.cfg.generate.chunk_chars or DEFAULT_CHUNK_CHARS) for c in chunks)
     rate = out["sampling_rate"]
     assert len(out["audio"]) / rate > 0.5 * sum(c["frames"] for c in chunks) / tts.codec.frame_rate
     assert np.abs(out["audio"]).max() <= 1.0 + 1e-6

@@ -3,7 +3,7 @@ through the same CLI a user runs; plus resume after SIGKILL and 2-process data p
 from __future__ import annotations
 
 import json
-import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,48 +15,9 @@ import pytest
 import soundfile as sf
 
 from toktts.config import load_config
-from toktts.corpus import packaged_transcripts, synth_corpus
+from toktts.corpus import read_corpus
 
-ROOT = Path(__file__).parent.parent
-DEMO = str(ROOT / "configs" / "demo.yaml")
-
-
-def tiny_overrides(corpus: Path, out: Path, **extra) -> list[str]:
-    settings = {
-        "data.corpus": corpus, "data.val_size": 2, "data.cache_dir": corpus.parent / "cache",
-        "codec.codebook_size": 32, "codec.griffin_lim_iters": 4,
-        "model.enc_layers": 1, "model.enc_dim": 32, "model.enc_heads": 2,
-        "model.dec_layers": 2, "model.dec_dim": 32, "model.dec_heads": 2,
-        "train.output_dir": out, "train.max_steps": 6, "train.batch_frames": 1500, "train.warmup_steps": 2,
-        "train.eval_every": 3, "train.save_every": 3, "train.log_every": 1, "train.max_minutes": 0,
-        "generate.max_seconds": 2.0,
-    }
-    settings.update(extra)
-    return [f"{k}={v}" for k, v in settings.items()]
-
-
-def toktts(*args: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "toktts.cli", *args], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"toktts {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def sets(overrides: list[str]) -> list[str]:
-    return [arg for item in overrides for arg in ("--set", item)]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    """Ten short LJSpeech sentences spoken by flite."""
-    root = tmp_path_factory.mktemp("corpus")
-    rows = sorted(packaged_transcripts("train"), key=lambda r: len(r[1]))[:10]
-    texts = root / "texts.txt"
-    texts.write_text("".join(f"{i}|{t}\n" for i, t in rows))
-    return synth_corpus(root / "slt", texts=texts, progress=False)
+from helpers import DEMO, sets, tiny_overrides, toktts
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +46,7 @@ def test_prepare_builds_a_cache_once(corpus, trained):
     assert abs(codes.shape[1] - seconds * cfg.codec.frame_rate) <= 1
 
 
-def test_train_writes_model_checkpoints_and_history(trained):
+def test_train_writes_model_checkpoints_and_history(trained, corpus):
     out, _ = trained
     for name in ("config.json", "model.safetensors", "codec.safetensors"):
         assert (out / name).is_file()
@@ -95,6 +56,10 @@ def test_train_writes_model_checkpoints_and_history(trained):
     assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]
     assert "val/loss" in history[2] and "val/acc_1" in history[5]
     assert all(np.isfinite(h["loss"]) for h in history)
+    # long text is cut into chunks no longer than most training texts (their 75th percentile)
+    lengths = sorted(len(u.normalized_text) for u in read_corpus(corpus))
+    chunk_chars = json.loads((out / "config.json").read_text())["generate"]["chunk_chars"]
+    assert lengths[0] <= chunk_chars <= lengths[-1]
 
 
 def test_say_writes_a_wav(trained, tmp_path):
@@ -104,7 +69,11 @@ def test_say_writes_a_wav(trained, tmp_path):
                   "--model", str(out), "-o", str(wav), "--seed", "1")
     audio, rate = sf.read(str(wav))
     assert rate == 24000 and audio.ndim == 1
-    assert 0 < len(audio) <= 2.0 * rate + 960  # generate.max_seconds, to a whole codec frame
+    # the tiny model learned short texts, so this one is spoken in chunks: each at most
+    # generate.max_seconds (to a whole codec frame), with pauses of at most 0.3 s between them
+    match = re.search(r"(\d+) chunks", proc.stdout)
+    chunks = int(match.group(1)) if match else 1
+    assert 0 < len(audio) <= chunks * (2.0 * rate + 960) + (chunks - 1) * 0.3 * rate
     assert "stopped by" in proc.stdout
 
 

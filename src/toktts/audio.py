@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,7 @@ import soundfile as sf
 import soxr
 
 from toktts.errors import TokttsError
+from toktts.files import write_atomic, writing
 
 
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
@@ -24,18 +23,13 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
 
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
-    """Write 16-bit PCM mono atomically: a crash never leaves a half-written file at `path`."""
+    """Write 16-bit PCM mono atomically: a crash or a full disk never leaves a half-written file
+    at `path`, and a file already there stays as it was unless the new one is complete."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
+    if not parent.exists():
         raise TokttsError(f"output directory {str(parent)!r} does not exist; create it or choose another path")
     buffer = io.BytesIO()
     sf.write(buffer, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise TokttsError(f"cannot write {str(path)!r}: {e.strerror}; choose a writable location") from None
-    return path
+    with writing(path, "choose another output path"):
+        return write_atomic(path, buffer.getvalue())

@@ -9,18 +9,29 @@ A model directory (Hugging Face Hub style) is everything needed to synthesize:
     codec.safetensors   the mel codec's codebooks (mel only)
 
 A training checkpoint is a directory `checkpoints/step-00000100/` holding a model directory plus
-`optimizer.pt` and `trainer_state.json`; it is written under a temporary name and renamed.
+`optimizer.pt` and `trainer_state.json`; it is written under a temporary name and renamed, so a
+SIGKILL at any moment leaves either the whole checkpoint or none. `trainer_state.json` also holds
+the SHA-256 of the weights and optimizer files: a checkpoint damaged some other way (a power cut
+before the data reached the disk, a disk error, a hand edit) is recognised on resume, which then
+falls back to the checkpoint before it.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import logging
 import os
 import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import safetensors.torch
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from toktts.codecs import Codec, build_codec
 from toktts.config import Config, config_from_dict
@@ -28,26 +39,39 @@ from toktts.errors import TokttsError
 from toktts.model import TokTTS
 from toktts.text import VOCAB
 
+log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+CHECKSUMMED = ("model.safetensors", "optimizer.pt")
+
+
+class DamagedCheckpoint(TokttsError):
+    """A checkpoint file that does not read back whole: cut short, overwritten, or failing its checksum."""
 
 
 def save_model_dir(
     directory: str | Path, model: TokTTS, cfg: Config, codec: Codec, dtype: torch.dtype | None = None
 ) -> Path:
+    """Write a model directory. All files are first written to a staging folder inside it and then
+    renamed into place, config.json last: a kill or a full disk while writing leaves the previous
+    contents whole, and a kill during the renames leaves the directory without config.json, which
+    `load_model_dir` refuses as incomplete."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config_path = directory / "config.json"
-    config_path.unlink(missing_ok=True)  # the directory is incomplete until config.json is back
-    codec.save(directory)
-    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
-             for k, v in unwrap(model).state_dict().items()}
-    tmp = directory / ".model.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, directory / "model.safetensors")
-    meta = {"format_version": FORMAT_VERSION, "text_vocab": list(VOCAB.chars), **cfg.to_dict()}
-    tmp = directory / ".config.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, config_path)
+    for stale in directory.glob(".saving-*"):  # left by a save that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=".saving-", dir=directory))
+    try:
+        codec.save(stage)
+        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+                 for k, v in unwrap(model).state_dict().items()}
+        (stage / "model.safetensors").write_bytes(safetensors.torch.save(state, metadata={"format": "pt"}))
+        meta = {"format_version": FORMAT_VERSION, "text_vocab": list(VOCAB.chars), **cfg.to_dict()}
+        (stage / "config.json").write_text(json.dumps(meta, indent=2))
+        (directory / "config.json").unlink(missing_ok=True)  # incomplete until config.json is back
+        for name in sorted(os.listdir(stage), key=lambda name: name == "config.json"):
+            os.replace(stage / name, directory / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return directory
 
 
@@ -59,6 +83,8 @@ def unwrap(model: torch.nn.Module) -> TokTTS:
 
 
 def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") -> tuple[TokTTS, Config, Codec]:
+    """The model, config and codec of a model directory; a TokttsError naming the file if it is
+    missing, incomplete or damaged."""
     directory = Path(directory)
     if not directory.is_dir():
         raise TokttsError(f"model directory {str(directory)!r} does not exist; pass a trained model directory")
@@ -68,10 +94,13 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
             f"model directory {str(directory)!r} is incomplete (needs config.json and model.safetensors); "
             "pass a finished model directory or train one with `toktts train`"
         )
+    damaged = "the model directory is damaged; retrain, re-download or pass another --model"
     try:
         meta = json.loads(config_path.read_text())
-    except json.JSONDecodeError:
-        raise TokttsError(f"{str(config_path)!r} is not valid JSON; the model directory is damaged") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"a JSON {type(meta).__name__}, not an object")
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise TokttsError(f"{str(config_path)!r} is not a model config ({e}); {damaged}") from None
     vocab = meta.pop("text_vocab", None)
     meta.pop("format_version", None)
     if vocab is not None and list(vocab) != list(VOCAB.chars):
@@ -80,53 +109,126 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
             "that trained it or retrain"
         )
     cfg = config_from_dict(meta)
-    model = TokTTS(cfg.model)
+    try:
+        model = TokTTS(cfg.model)
+    except (AssertionError, RuntimeError, ValueError) as e:  # e.g. a width not divisible by the heads
+        raise TokttsError(f"{str(config_path)!r} describes no valid model ({e}); {damaged}") from None
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as e:
-        raise TokttsError(f"cannot read weights {str(weights)!r} ({e}); the file is damaged, retrain or re-download") from None
+        raise TokttsError(f"cannot read weights {str(weights)!r} ({e}); {damaged}") from None
     try:
         model.load_state_dict({k: v.float() for k, v in state.items()})
     except RuntimeError:
-        raise TokttsError(f"weights {str(weights)!r} do not match config.json; the model directory is damaged") from None
+        raise TokttsError(f"weights {str(weights)!r} do not match config.json; {damaged}") from None
     codec = build_codec(cfg.codec, directory if cfg.codec.name == "mel" else None)
     return model.to(device).eval(), cfg, codec.to(device)
 
 
 def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
+    """Complete checkpoints of a run (those with trainer_state.json, written last), oldest first."""
     root = Path(output_dir) / "checkpoints"
     if not root.is_dir():
         return []
     done = [p for p in root.glob("step-*") if p.is_dir() and (p / "trainer_state.json").is_file()]
-    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+    return sorted(done, key=_step_of)
+
+
+def _step_of(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[1])
 
 
 def save_checkpoint(
     output_dir: str | Path, step: int, model: TokTTS, cfg: Config, codec: Codec,
     optimizer: torch.optim.Optimizer, state: dict, keep_last: int,
 ) -> Path:
+    """Write `checkpoints/step-<step>/` and keep the last `keep_last` up to this step.
+    If writing fails (a full disk), the partial checkpoint is removed and the error raised;
+    the earlier checkpoints are untouched."""
     root = Path(output_dir) / "checkpoints"
     final = root / f"step-{step:08d}"
+    for stale in root.glob(".step-*.tmp"):  # left by a run killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".step-{step:08d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model_dir(tmp, model, cfg, codec)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    (tmp / "trainer_state.json").write_text(json.dumps(state))
-    shutil.rmtree(final, ignore_errors=True)
+    try:
+        save_model_dir(tmp, model, cfg, codec)
+        buffer = io.BytesIO()  # through Python's file API: a full disk raises OSError (see toktts.files)
+        torch.save(optimizer.state_dict(), buffer)
+        (tmp / "optimizer.pt").write_bytes(buffer.getvalue())
+        checksums = {name: hashlib.sha256((tmp / name).read_bytes()).hexdigest() for name in CHECKSUMMED}
+        (tmp / "trainer_state.json").write_text(json.dumps({**state, "sha256": checksums}))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # give the space back
+        raise
+    shutil.rmtree(final, ignore_errors=True)  # a damaged checkpoint of this step, skipped on resume
     os.replace(tmp, final)
-    for old in checkpoint_dirs(output_dir)[:-keep_last] if keep_last > 0 else []:
+    # Count only checkpoints up to this step: a newer one is a damaged one that resume skipped,
+    # and it must not push the checkpoint just written out of the last `keep_last`.
+    done = [p for p in checkpoint_dirs(output_dir) if _step_of(p) <= step]
+    for old in done[:-keep_last] if keep_last > 0 else []:
+        (old / "trainer_state.json").unlink(missing_ok=True)  # first, so a half-deleted one is never taken as complete
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def load_checkpoint(path: Path, model: TokTTS, optimizer: torch.optim.Optimizer) -> dict:
+def _read_part(path: Path, checksums: dict[str, str], parse: Callable[[bytes], Any]) -> Any:
+    """One checkpoint file, checked against its checksum and parsed; DamagedCheckpoint if not whole."""
     try:
-        state = load_file(str(path / "model.safetensors"))
-        unwrap(model).load_state_dict(state)
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
-        return json.loads((path / "trainer_state.json").read_text())
-    except Exception as e:  # a damaged checkpoint must not crash with a library traceback
+        data = path.read_bytes()
+        if path.name in checksums and hashlib.sha256(data).hexdigest() != checksums[path.name]:
+            raise ValueError("its SHA-256 differs from the one in trainer_state.json")
+        return parse(data)
+    except Exception as e:  # whatever the file's reader raises on a truncated or overwritten file
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DamagedCheckpoint(f"checkpoint file {str(path)!r} is damaged ({reason})") from None
+
+
+def _trainer_state(data: bytes) -> dict:
+    state = json.loads(data)
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise ValueError("it holds no step number")
+    return state
+
+
+def load_checkpoint(path: Path, model: TokTTS, optimizer: torch.optim.Optimizer) -> dict:
+    """Load the checkpoint at `path` into `model` and `optimizer`; returns its trainer state.
+    Raises DamagedCheckpoint if a file does not read back whole (nothing is loaded then), and
+    TokttsError if the checkpoint was made with other model settings."""
+    state = _read_part(path / "trainer_state.json", {}, _trainer_state)
+    checksums = state.get("sha256", {})  # absent in checkpoints written before checksums
+    weights = _read_part(path / "model.safetensors", checksums, safetensors.torch.load)
+    optimizer_state = _read_part(
+        path / "optimizer.pt", checksums, lambda data: torch.load(io.BytesIO(data), weights_only=True)
+    )
+    try:
+        unwrap(model).load_state_dict(weights)
+        optimizer.load_state_dict(optimizer_state)
+    except (RuntimeError, ValueError, KeyError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise TokttsError(
-            f"checkpoint {str(path)!r} is damaged ({type(e).__name__}); delete it to resume from the one before"
+            f"checkpoint {str(path)!r} does not fit the configured model ({reason}); resume with the "
+            "settings it was trained with (its config.json) or choose another train.output_dir"
         ) from None
+    return state
+
+
+def load_latest_checkpoint(
+    output_dir: str | Path, model: TokTTS, optimizer: torch.optim.Optimizer
+) -> tuple[Path, dict] | None:
+    """Load the newest checkpoint of the run that reads back whole; its path and trainer state,
+    or None if the run has no checkpoint.
+
+    A damaged checkpoint is skipped with a warning and the one before it is used; training then
+    overwrites the damaged one when it reaches its step again. If every checkpoint is damaged
+    the error names the oldest."""
+    checkpoints = checkpoint_dirs(output_dir)
+    for path in reversed(checkpoints):
+        try:
+            return path, load_checkpoint(path, model, optimizer)
+        except DamagedCheckpoint as e:
+            if path == checkpoints[0]:
+                raise DamagedCheckpoint(
+                    f"{e}; no earlier checkpoint to resume from: delete {str(path.parent)!r} to train from scratch"
+                ) from None
+            log.warning("%s; resuming from the checkpoint before it", e)
+    return None

@@ -131,6 +131,7 @@ def cmd_evaluate(args) -> None:
     metrics = evaluate(
         args.model, args.corpus, split=args.split, limit=args.limit, out_dir=args.out, asr=args.asr,
         seed=args.seed, batch_size=args.batch_size, device=args.device, asr_jobs=args.asr_jobs,
+        sampling=dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p),
     )
     print(format_summary(metrics))
 
@@ -217,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="default: <model>/eval-<split>")
     p.add_argument("--asr", default="pocketsphinx", help="pocketsphinx or whisper:PATH (a local Whisper model)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default: the model's)")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default=None)
     p.add_argument("--asr-jobs", type=int, default=None)

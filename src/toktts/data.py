@@ -14,10 +14,15 @@ a rerun with the same config reuses the cache and a changed config makes a new o
 is written to a temporary directory and renamed, so an interrupted prepare resumes from the
 shards already finished and never trusts a half-written one. Only one shard of audio is in
 memory at a time, so memory stays flat in the corpus size.
+
+Utterances whose audio cannot be used (missing, unreadable, empty, silent, out of the length
+range) are skipped and counted per reason; clipped ones are kept and counted. `prepare` warns
+with the counts in one line and fails clearly when no usable training audio remains.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -35,18 +40,21 @@ from toktts.codecs import Codec, build_codec
 from toktts.config import Config
 from toktts.corpus import Utterance, read_corpus
 from toktts.errors import TokttsError
+from toktts.files import write_atomic, writing
 from toktts.patterns import Layout
 from toktts.text import VOCAB, normalize
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
-SKIPS = ("empty_text", "too_long_text", "missing_wav", "unreadable_wav", "too_short", "too_long", "silent_or_invalid")
+SKIPS = ("empty_text", "too_long_text", "missing_wav", "unreadable_wav", "empty_wav", "too_short", "too_long", "silent")
+SILENT_PEAK = 1e-4  # -80 dBFS: nothing audible
+FULL_SCALE = 0.99  # a sample at least this loud (after resampling) is at the clipping level ...
+CLIPPED_FRACTION = 0.001  # ... and audio with more than this fraction of such samples is clipped
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+def _new_counts() -> dict[str, int]:
+    """Utterances skipped per reason, plus the clipped ones that were kept."""
+    return dict.fromkeys((*SKIPS, "clipped"), 0)
 
 
 @dataclass
@@ -117,10 +125,19 @@ def _load(item: Item, cfg: Config, counts: dict[str, int]) -> np.ndarray | None:
     if not os.path.isfile(item.wav_path):
         counts["missing_wav"] += 1
         return None
+    if os.path.getsize(item.wav_path) == 0:
+        counts["empty_wav"] += 1
+        return None
     try:
         audio = load_audio(item.wav_path, rate)
     except Exception:  # any decoding failure of one file is a skip, never fatal
         counts["unreadable_wav"] += 1
+        return None
+    if not np.isfinite(audio).all():  # a float wav holding NaN or inf
+        counts["unreadable_wav"] += 1
+        return None
+    if len(audio) == 0:
+        counts["empty_wav"] += 1
         return None
     if cfg.data.clip_seconds > 0:
         audio = audio[: int(cfg.data.clip_seconds * rate)]
@@ -131,9 +148,11 @@ def _load(item: Item, cfg: Config, counts: dict[str, int]) -> np.ndarray | None:
     if seconds > cfg.data.max_seconds:
         counts["too_long"] += 1
         return None
-    if not np.isfinite(audio).all() or np.abs(audio).max() < 1e-4:
-        counts["silent_or_invalid"] += 1
+    if np.abs(audio).max() < SILENT_PEAK:
+        counts["silent"] += 1
         return None
+    if np.mean(np.abs(audio) >= FULL_SCALE) > CLIPPED_FRACTION:
+        counts["clipped"] += 1  # kept: still speech, but the user should know
     return audio
 
 
@@ -167,20 +186,33 @@ def _encode_shard(
             meta["ids"].append(it.id)
             meta["texts"].append(it.text)
         i = j
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     lengths = np.array([c.shape[1] for c in codes_out], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     K = cfg.codec.n_codebooks
     all_codes = np.concatenate(codes_out, axis=1) if codes_out else np.zeros((K, 0), np.int16)
-    np.save(tmp / "codes.npy", all_codes)
-    np.save(tmp / "index.npy", np.stack([offsets, lengths], 1) if codes_out else np.zeros((0, 2), np.int64))
+    index = np.stack([offsets, lengths], 1) if codes_out else np.zeros((0, 2), np.int64)
     meta["skipped"] = counts  # kept per shard so a resumed prepare still reports every skip
-    (tmp / "meta.json").write_text(json.dumps(meta))
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    _write_shard(out, {"codes.npy": all_codes, "index.npy": index}, meta)
     return len(codes_out)
+
+
+def _write_shard(out: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Write a shard directory under a temporary name and rename it: readers see all of it or none.
+    On failure (a full disk) the partial shard is removed and the error raised."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        for name, array in arrays.items():
+            buffer = io.BytesIO()  # through Python's file API: a full disk raises OSError (see toktts.files)
+            np.save(buffer, array)
+            (tmp / name).write_bytes(buffer.getvalue())
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # give the space back
+        raise
 
 
 def _add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
@@ -195,58 +227,91 @@ def prepare(cfg: Config, progress: bool = True, device: str = "cpu") -> Path:
     if (root / "manifest.json").is_file():
         log.info("reusing token cache %s", root)
         return root
-    root.mkdir(parents=True, exist_ok=True)
-    counts = dict.fromkeys(SKIPS, 0)
+    with _cache_writing(root):
+        root.mkdir(parents=True, exist_ok=True)
+    counts = _new_counts()
     items = _read_items(cfg, counts)
+    n_utterances = len(items) + counts["empty_text"] + counts["too_long_text"]
     train, val = _split(cfg, items)
     if not train:
         raise TokttsError(f"corpus {cfg.data.corpus!r} has no usable training utterances")
 
     codec = build_codec(cfg.codec, root if (root / "codec.safetensors").is_file() else None).to(device)
     if cfg.codec.name == "mel" and not codec.is_fitted:
-        fit_counts = dict.fromkeys(SKIPS, 0)
+        fit_counts = _new_counts()
         sample = train[: cfg.codec.fit_utterances]
         audio = (a for it in sample if (a := _load(it, cfg, fit_counts)) is not None)
         try:
             codec.fit(audio, progress=progress)
         except TokttsError:
-            if sum(fit_counts.values()) == len(sample):  # every file was skipped: say why
-                skipped = {k: v for k, v in fit_counts.items() if v}
+            skipped = {k: fit_counts[k] for k in SKIPS if fit_counts[k]}
+            if sum(skipped.values()) == len(sample):  # every file was skipped: say why
                 raise TokttsError(
                     f"no usable audio in the first {len(sample)} training utterances (skipped: {skipped}); "
                     "check the wavs and data.min_seconds / data.max_seconds"
                 ) from None
             raise
-        codec.save(root)
+        with _cache_writing(root):
+            codec.save(root)
 
     shards = []
     size = cfg.data.shard_size
     jobs = [(split, n, group) for split, group_items in (("train", train), ("val", val))
             for n, group in enumerate(group_items[i : i + size] for i in range(0, len(group_items), size))]
-    bar = tqdm(total=len(train) + len(val), desc="prepare", unit="utt", disable=not progress)
     total = {"train": 0, "val": 0}
-    for split, n, group in jobs:
-        out = root / f"{split}-{n:05d}"
-        if not (out / "meta.json").is_file():
-            noise = cfg.data.noise_copies if split == "train" else 0
-            _encode_shard(codec, group, cfg, dict.fromkeys(SKIPS, 0), out, noise, seed=cfg.data.split_seed + n)
-        meta = json.loads((out / "meta.json").read_text())
-        total[split] += len(meta["ids"])
-        for k, v in meta["skipped"].items():
-            counts[k] += v
-        shards.append(out.name)
-        bar.update(len(group))
-    bar.close()
+    # `with` ends the bar's line even when an error stops prepare: the error gets a line of its own
+    with tqdm(total=len(train) + len(val), desc="prepare", unit="utt", disable=not progress) as bar:
+        for split, n, group in jobs:
+            out = root / f"{split}-{n:05d}"
+            if not (out / "meta.json").is_file():
+                noise = cfg.data.noise_copies if split == "train" else 0
+                with _cache_writing(root):
+                    _encode_shard(codec, group, cfg, _new_counts(), out, noise, seed=cfg.data.split_seed + n)
+            meta = json.loads((out / "meta.json").read_text())
+            total[split] += len(meta["ids"])
+            for k, v in meta["skipped"].items():
+                counts[k] = counts.get(k, 0) + v  # .get: shards of older versions counted other reasons
+            shards.append(out.name)
+            bar.update(len(group))
+    skipped = {k: v for k, v in counts.items() if v and k != "clipped"}
+    if total["train"] == 0:
+        shutil.rmtree(root, ignore_errors=True)  # nothing in it is worth keeping: rerun from scratch
+        raise TokttsError(
+            f"no usable training audio in corpus {cfg.data.corpus!r} (skipped: {skipped}); fix or replace "
+            "the wavs, or check data.min_seconds / data.max_seconds"
+        )
+    if skipped or counts["clipped"]:
+        log.warning("%s", _problems_line(skipped, counts["clipped"], n_utterances, root))
     manifest = {
         "version": CACHE_VERSION,
         "corpus": str(Path(cfg.data.corpus).resolve()),
         "codec": asdict(cfg.codec),
         "shards": shards,
         "utterances": total,
-        "skipped": counts,
+        "skipped": skipped,
+        "clipped": counts["clipped"],
     }
-    write_json_atomic(root / "manifest.json", manifest)
+    with _cache_writing(root):
+        write_atomic(root / "manifest.json", json.dumps(manifest, indent=1))
     return root
+
+
+def _cache_writing(root: Path):
+    """One clear line instead of a traceback when the cache cannot be written."""
+    return writing(root, "choose another data.cache_dir")
+
+
+def _problems_line(skipped: dict[str, int], clipped: int, n_utterances: int, root: Path) -> str:
+    """e.g. "skipped 2 of 10 utterances (unreadable_wav 1, silent 1); kept 1 clipped (...); ..." """
+    parts = []
+    if skipped:
+        reasons = ", ".join(f"{k} {v}" for k, v in skipped.items())
+        parts.append(f"skipped {sum(skipped.values())} of {n_utterances} utterances ({reasons})")
+    if clipped:
+        parts.append(f"kept {clipped} clipped (over {CLIPPED_FRACTION:.1%} of samples at full scale)")
+    if skipped:  # the cache key does not see the wavs themselves
+        parts.append(f"to add fixed wavs, delete the token cache {str(root)!r} and prepare again")
+    return "; ".join(parts)
 
 
 def prepare_summary(root: Path) -> str:
@@ -255,8 +320,9 @@ def prepare_summary(root: Path) -> str:
     ds = TokenDataset(root, "train")
     minutes = ds.frames.sum() / ds.frame_rate / 60
     amount = f"{minutes / 60:.2f} h" if minutes >= 60 else f"{minutes:.1f} min"
+    clipped = f"; clipped (kept): {m['clipped']}" if m.get("clipped") else ""
     return (f"token cache {root}: {m['utterances']['train']} train / {m['utterances']['val']} val "
-            f"utterances, {amount} of training audio; skipped: {skipped or 'none'}")
+            f"utterances, {amount} of training audio; skipped: {skipped or 'none'}{clipped}")
 
 
 class TokenDataset:

@@ -69,7 +69,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -500,6 +500,7 @@ def evaluate(
     device: str | None = None,
     asr_jobs: int | None = None,
     embed_audio: bool | None = None,
+    sampling: dict | None = None,
 ) -> dict:
     """Synthesize a corpus split, transcribe generated / codec-resynthesized / reference audio
     with one ASR, and write `metrics.json`, `report.html`, `audio/` and `figures/` to `out_dir`.
@@ -507,7 +508,8 @@ def evaluate(
     model_dir: a model directory (None: the bundled voice); out_dir defaults to
     `<model>/eval-<split>` (`./eval-<split>` for the bundled voice). embed_audio: None embeds the
     audio in report.html when the wavs total under 32 MB. asr_jobs: pocketsphinx processes
-    (default: up to 4, one per core). Returns the metrics dict, plus the
+    (default: up to 4, one per core). sampling: temperature / top_k / top_p to use instead of
+    the model's defaults (None values are ignored). Returns the metrics dict, plus the
     paths it wrote under "files". Raises TokttsError on bad input (see the module docstring).
     """
     from toktts.inference import TTS, resolve_device
@@ -519,6 +521,11 @@ def evaluate(
     started = time.perf_counter()
     engine = make_asr(asr, str(resolve_device(device)), asr_jobs)  # a missing ASR model fails before any long work
     tts = TTS.from_pretrained(model_dir, device=device)
+    overrides = {k: v for k, v in (sampling or {}).items() if v is not None}
+    unknown = set(overrides) - {"temperature", "top_k", "top_p"}
+    if unknown:
+        raise TokttsError(f"unknown sampling setting(s) {sorted(unknown)}; use temperature, top_k, top_p")
+    tts.cfg.generate = replace(tts.cfg.generate, **overrides)
     rows, rule = split_rows(corpus_dir, split, tts.cfg)
     skipped = {"missing_wav": 0, "nothing_to_say": 0}
     usable = []

@@ -21,7 +21,7 @@ from toktts.checkpoint import load_model_dir, save_model_dir
 from toktts.codecs import Codec
 from toktts.config import Config
 from toktts.errors import TokttsError
-from toktts.longform import FrameDecoder, Trimmer, split_text
+from toktts.longform import DEFAULT_CHUNK_CHARS, FrameDecoder, Trimmer, split_text
 from toktts.model import Progress, TokTTS
 from toktts.text import VOCAB, normalize
 
@@ -254,7 +254,6 @@ class TTS:
         return [audio[b, : int(frames[b]) * hop] for b in range(len(audio))]
 
 
-DEFAULT_CHUNK_CHARS = 150  # for models saved before training recorded their texts' lengths
 MIN_VOICED_FRACTION = 0.3  # a chunk with less speech than this is "mostly silence": retried
 VERIFY_MAX_CER = 0.5  # with verify, a chunk whose transcript misses more characters is retried
 RETRY_SEED_STRIDE = 100_003  # attempt a of a chunk seeded `seed` uses seed + a * stride

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+DEFAULT_CHUNK_CHARS = 150  # for models saved before training recorded their texts' lengths
 SENTENCE_PAUSE = 0.30  # seconds of silence after a chunk that ends a sentence (. ! ?)
 CLAUSE_PAUSE = 0.15  # after a clause mark (, ; :)
 WORD_PAUSE = 0.05  # after a chunk cut between words (no punctuation to pause on)
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"']?\s+")
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"']))\s+")
 _CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
 
 
@@ -34,6 +35,12 @@ _CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
 class Chunk:
     text: str  # normalised text to speak
     pause: float  # seconds of silence after it, unless it is the last
+
+
+def chunk_chars_for(texts: list[str]) -> int:
+    """The chunk length for a model trained on `texts`: their 75th-percentile length, so a chunk
+    is never longer than most of what the model has learned to align."""
+    return max(1, int(np.percentile([len(t) for t in texts], 75))) if texts else DEFAULT_CHUNK_CHARS
 
 
 def pause_after(text: str) -> float:

@@ -22,11 +22,13 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from toktts.checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint, save_model_dir, unwrap
+from toktts.checkpoint import checkpoint_dirs, load_latest_checkpoint, save_checkpoint, save_model_dir, unwrap
 from toktts.codecs import build_codec
 from toktts.config import Config
 from toktts.data import TokenDataset, bucket_batches, cache_dir, collate
 from toktts.errors import TokttsError
+from toktts.files import write_atomic, writing
+from toktts.longform import chunk_chars_for
 from toktts.model import TokTTS, guided_attention_loss
 from toktts.text import VOCAB
 
@@ -122,7 +124,7 @@ def evaluate(model: TokTTS, dataset: TokenDataset, cfg: Config, device, accelera
 
 
 def _truncate_history(path: Path, step: int) -> None:
-    """Drop the log lines of steps after the checkpoint we resume from: they are redone."""
+    """Drop the log lines of steps after the one training starts from: they are redone."""
     if not path.is_file():
         return
     keep = []
@@ -132,7 +134,12 @@ def _truncate_history(path: Path, step: int) -> None:
                 keep.append(line)
         except (json.JSONDecodeError, KeyError):  # a line cut off by the kill
             continue
-    path.write_text("".join(line + "\n" for line in keep))
+    write_atomic(path, "".join(line + "\n" for line in keep))
+
+
+def _writing(path: Path):
+    """One clear line instead of a traceback when the run's output cannot be written."""
+    return writing(path, "choose another train.output_dir")
 
 
 def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
@@ -144,6 +151,15 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
         raise TokttsError(f"train.precision must be bf16, fp16 or fp32, got {t.precision!r}")
     if precision == "fp16" and not torch.cuda.is_available():
         raise TokttsError("train.precision=fp16 needs a GPU; use bf16 (fast on AMX CPUs) or fp32")
+    root = cache_dir(cfg)
+    if not (root / "manifest.json").is_file():
+        raise TokttsError(f"no token cache for this config at {str(root)!r}; run `toktts prepare` with the same config first")
+    out_dir = Path(t.output_dir)
+    if not resume and checkpoint_dirs(out_dir):  # a new run would prune them and overwrite its model
+        raise TokttsError(
+            f"train.output_dir {str(out_dir)!r} already holds the checkpoints of a run; pass --resume to "
+            "continue it or choose another train.output_dir"
+        )
     report = [] if t.report_to in ("", "none") else [t.report_to]
     accelerator = Accelerator(
         # cpu=True on a machine without a GPU makes `accelerate launch --num_processes N` run
@@ -153,12 +169,14 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
         log_with=report or None, project_dir=t.output_dir,
     )
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-    out_dir = Path(t.output_dir)
+    if accelerator.is_main_process:  # early, so that an unwritable output_dir fails before any work
+        with _writing(out_dir):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(out_dir / "train_config.json", cfg.to_json())
 
-    root = cache_dir(cfg)
-    if not (root / "manifest.json").is_file():
-        raise TokttsError(f"no token cache for this config at {str(root)!r}; run `toktts prepare` with the same config first")
     train_set, val_set = TokenDataset(root, "train"), TokenDataset(root, "val")
+    if not cfg.generate.chunk_chars:  # saved with the model: long text is cut to lengths it knows
+        cfg.generate.chunk_chars = chunk_chars_for(train_set.texts)
     codec = build_codec(cfg.codec, root if cfg.codec.name == "mel" else None)
 
     torch.manual_seed(t.seed)
@@ -168,14 +186,16 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
         fused=False,
     )
     step = 0
-    checkpoints = checkpoint_dirs(out_dir) if resume else []
-    if resume and not checkpoints:
+    resumed = load_latest_checkpoint(out_dir, model, optimizer) if resume else None
+    if resume and resumed is None:
         log.warning("--resume: no complete checkpoint in %s; starting from scratch", out_dir)
-    if checkpoints:
-        state = load_checkpoint(checkpoints[-1], model, optimizer)
+    if resumed is not None:
+        checkpoint, state = resumed
         step = state["step"]
         if accelerator.is_main_process:
-            log.info("resumed from %s (step %d)", checkpoints[-1], step)
+            log.info("resumed from %s (step %d)", checkpoint, step)
+    if accelerator.is_main_process:
+        with _writing(out_dir / "history.jsonl"):
             _truncate_history(out_dir / "history.jsonl", step)
     if t.compile:
         model = torch.compile(model)
@@ -183,15 +203,12 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
     if report:
         accelerator.init_trackers(t.run_name or out_dir.name, config=cfg.to_dict())
     if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "train_config.json").write_text(cfg.to_json())
         log.info("model: %.2fM parameters; %d train / %d val utterances; %d process(es) on %s",
                  unwrap(model).num_params() / 1e6, len(train_set), len(val_set), world, device)
 
     layout = unwrap(model).layout
     batches = micro_batches(train_set, cfg, rank, world, start=step * t.grad_accum)
     started = time.monotonic()
-    bar = tqdm(total=t.max_steps, initial=step, desc="train", disable=not (progress and accelerator.is_main_process))
     history_path = out_dir / "history.jsonl"
     model.train()
     frames_seen, window_start = 0, time.monotonic()
@@ -199,52 +216,57 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
     def save(step: int) -> None:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            save_checkpoint(out_dir, step, unwrap(model), cfg, codec, optimizer, {"step": step}, t.keep_last)
+            with _writing(out_dir / "checkpoints"):
+                save_checkpoint(out_dir, step, unwrap(model), cfg, codec, optimizer, {"step": step}, t.keep_last)
 
-    while step < t.max_steps:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        stats = []
-        for micro in range(t.grad_accum):
-            torch.manual_seed(t.seed * 1_000_003 + (step * t.grad_accum + micro) * world + rank)
-            batch = {k: v.to(device) for k, v in collate(train_set, next(batches), layout).items()}
-            with accelerator.accumulate(model):
-                stats.append(train_step(model, batch, cfg, accelerator))
-                if accelerator.sync_gradients and t.grad_clip > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-        step += 1
-        frames_seen += sum(s.frames for s in stats) * world
-        record = {
-            "step": step, "lr": lr_at(step - 1, cfg),
-            "loss": sum(s.loss for s in stats) / len(stats),
-            "ce": sum(s.ce for s in stats) / len(stats),
-            "guide": sum(s.guide for s in stats) / len(stats),
-        }
-        if step % t.log_every == 0 or step == 1:
-            elapsed = time.monotonic() - window_start
-            record["frames_per_s"] = frames_seen / max(elapsed, 1e-9)
-            frames_seen, window_start = 0, time.monotonic()
-        if val_set and t.eval_every > 0 and (step % t.eval_every == 0 or step == t.max_steps):
+    show_bar = progress and accelerator.is_main_process
+    # `with` ends the bar's line even when an error stops training: the error gets a line of its own
+    with tqdm(total=t.max_steps, initial=step, desc="train", disable=not show_bar) as bar:
+        while step < t.max_steps:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            stats = []
+            for micro in range(t.grad_accum):
+                torch.manual_seed(t.seed * 1_000_003 + (step * t.grad_accum + micro) * world + rank)
+                batch = {k: v.to(device) for k, v in collate(train_set, next(batches), layout).items()}
+                with accelerator.accumulate(model):
+                    stats.append(train_step(model, batch, cfg, accelerator))
+                    if accelerator.sync_gradients and t.grad_clip > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+            step += 1
+            frames_seen += sum(s.frames for s in stats) * world
+            record = {
+                "step": step, "lr": lr_at(step - 1, cfg),
+                "loss": sum(s.loss for s in stats) / len(stats),
+                "ce": sum(s.ce for s in stats) / len(stats),
+                "guide": sum(s.guide for s in stats) / len(stats),
+            }
+            if step % t.log_every == 0 or step == 1:
+                elapsed = time.monotonic() - window_start
+                record["frames_per_s"] = frames_seen / max(elapsed, 1e-9)
+                frames_seen, window_start = 0, time.monotonic()
+            if val_set and t.eval_every > 0 and (step % t.eval_every == 0 or step == t.max_steps):
+                if accelerator.is_main_process:
+                    record.update(evaluate(unwrap(model), val_set, cfg, device, accelerator))
             if accelerator.is_main_process:
-                record.update(evaluate(unwrap(model), val_set, cfg, device, accelerator))
-        if accelerator.is_main_process:
-            with history_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            bar.set_postfix(loss=f"{record['ce']:.3f}", guide=f"{record['guide']:.3f}")
-            bar.update(1)
-        accelerator.log(record, step=step)
-        out_of_time = t.max_minutes > 0 and (time.monotonic() - started) / 60 >= t.max_minutes
-        if step % t.save_every == 0 or step == t.max_steps or out_of_time:
-            save(step)
-        if out_of_time:
-            if accelerator.is_main_process:
-                log.info("stopping at step %d: train.max_minutes=%s reached", step, t.max_minutes)
-            break
-    bar.close()
+                with _writing(history_path), history_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                bar.set_postfix(loss=f"{record['ce']:.3f}", guide=f"{record['guide']:.3f}")
+                bar.update(1)
+            accelerator.log(record, step=step)
+            out_of_time = t.max_minutes > 0 and (time.monotonic() - started) / 60 >= t.max_minutes
+            if step % t.save_every == 0 or step == t.max_steps or out_of_time:
+                save(step)
+            if out_of_time:
+                if accelerator.is_main_process:
+                    log.info("stopping at step %d: train.max_minutes=%s reached", step, t.max_minutes)
+                break
+
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_model_dir(out_dir, unwrap(model), cfg, codec)
+        with _writing(out_dir):
+            save_model_dir(out_dir, unwrap(model), cfg, codec)
     accelerator.end_training()
     return out_dir

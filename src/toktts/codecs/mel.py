@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import torch
 
 from toktts.config import CodecConfig
 from toktts.errors import TokttsError
+from toktts.files import write_atomic
 
 STATE_FILE = "codec.safetensors"
 N_FFT = 1024  # 42.7 ms at 24 kHz; with hop 320 the windows overlap by ~70%
@@ -130,7 +129,7 @@ class MelCodec:
 
     def save(self, directory: str | Path) -> None:
         """Write `codec.safetensors` (codebooks and normalisation) atomically into `directory`."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         codebooks = self._require_fitted()
         directory = Path(directory)
@@ -142,14 +141,7 @@ class MelCodec:
         }
         meta = {"sample_rate": str(self.sample_rate), "frame_rate": str(self.frame_rate), "n_fft": str(self.n_fft),
                 "stack": str(self.stack)}
-        fd, tmp = tempfile.mkstemp(prefix=".codec-", suffix=".tmp", dir=directory)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, directory / STATE_FILE)  # readers never see a half-written file
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_atomic(directory / STATE_FILE, save(tensors, metadata=meta))
 
     @classmethod
     def load(cls, cfg: CodecConfig, directory: str | Path) -> MelCodec:

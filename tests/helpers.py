@@ -1,0 +1,56 @@
+"""Running the `toktts` command line on the tiny corpus (conftest.py) with a tiny model."""
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+DEMO = str(Path(__file__).parent.parent / "configs" / "demo.yaml")
+
+
+def tiny_overrides(corpus: Path, out: Path, **extra) -> list[str]:
+    """`--set` values for a 6-step run of a ~50k-parameter model; `extra` overrides them."""
+    settings = {
+        "data.corpus": corpus, "data.val_size": 2, "data.cache_dir": corpus.parent / "cache",
+        "codec.codebook_size": 32, "codec.griffin_lim_iters": 4,
+        "model.enc_layers": 1, "model.enc_dim": 32, "model.enc_heads": 2,
+        "model.dec_layers": 2, "model.dec_dim": 32, "model.dec_heads": 2,
+        "train.output_dir": out, "train.max_steps": 6, "train.batch_frames": 1500, "train.warmup_steps": 2,
+        "train.eval_every": 3, "train.save_every": 3, "train.log_every": 1, "train.max_minutes": 0,
+        "generate.max_seconds": 2.0,
+    }
+    settings.update(extra)
+    return [f"{k}={v}" for k, v in settings.items()]
+
+
+def sets(overrides: list[str]) -> list[str]:
+    return [arg for item in overrides for arg in ("--set", item)]
+
+
+def toktts(*args: str, check: bool = True, timeout: int = 300, max_file_bytes: int | None = None
+           ) -> subprocess.CompletedProcess:
+    """Run the CLI in a fresh process. `max_file_bytes` simulates a full disk: writing a file past
+    that size fails with EFBIG (Python ignores the SIGXFSZ that would otherwise kill it)."""
+    def limit_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "toktts.cli", *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=limit_files if max_file_bytes else None,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"toktts {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def assert_one_error_line(proc: subprocess.CompletedProcess, *fragments: str) -> str:
+    """The process failed as a user error: exit 2, one `error:` line holding every fragment."""
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in errors[0]
+    return errors[0]
