@@ -260,9 +260,9 @@ def test_a_model_that_fails_to_load_answers_503_with_the_reason():
 # -- concurrency --------------------------------------------------------------------------------
 
 
-def test_16_concurrent_seeded_requests_each_get_their_own_audio(url):
-    """Seeded requests run one at a time on the model's thread; under load each gets exactly the
-    audio it gets alone, in streamed (wav, pcm) and whole (flac) formats alike."""
+def test_16_concurrent_seeded_requests_each_get_their_own_audio(url, caplog):
+    """Seeded requests are batched under load, each text with its own seed; each gets exactly
+    the audio it gets alone, in streamed (wav, pcm) and whole (flac) formats alike."""
     jobs = [dict(input=TEXTS[i % 8], seed=10 + i % 8, response_format=("wav", "pcm", "flac")[i % 3])
             for i in range(16)]
 
@@ -271,8 +271,10 @@ def test_16_concurrent_seeded_requests_each_get_their_own_audio(url):
         assert r.status_code == 200, r.text
         return pcm_samples(r.content) if job["response_format"] == "pcm" else sf.read(io.BytesIO(r.content), dtype="int16")[0]
 
-    with ThreadPoolExecutor(16) as pool:
+    with caplog.at_level(logging.INFO, logger="toktts.server"), ThreadPoolExecutor(16) as pool:
         together = list(pool.map(fetch, jobs))
+    batches = [int(m) for m in re.findall(r"batch=(\d+)", caplog.text)]
+    assert max(batches) > 1, f"nothing was batched: {batches}"
     alone = [fetch(job) for job in jobs]
     for job, a, b in zip(jobs, together, alone):
         assert np.array_equal(a, b), f"{job} differs under load"
@@ -284,8 +286,8 @@ def test_16_concurrent_seeded_requests_each_get_their_own_audio(url):
 
 
 def test_16_concurrent_unseeded_requests_are_batched_and_stay_apart(url, caplog):
-    """Unseeded requests waiting together are synthesized as one batch; greedy decoding makes each
-    result checkable: it must equal that text's greedy audio alone."""
+    """Unseeded requests waiting together are synthesized as one batch too; greedy decoding makes
+    each result checkable: it must equal that text's greedy audio alone."""
     texts = [TEXTS[i % 8] for i in range(16)]
 
     def fetch(text: str) -> np.ndarray:

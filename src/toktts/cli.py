@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` (default: $TOKTTS_API_KEY)")
     p.add_argument("--max-chars", type=int, default=4096, help="longest input accepted (longer: HTTP 413)")
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting at most (more: HTTP 429)")
-    p.add_argument("--max-batch", type=int, default=8, help="unseeded requests synthesized together at most")
+    p.add_argument("--max-batch", type=int, default=8, help="requests synthesized together at most (1: no batching)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.set_defaults(func=cmd_serve)
     return parser

@@ -150,7 +150,8 @@ class TTS:
         progress: bool = False,
         **sampling: Any,
     ) -> list[dict[str, Any]]:
-        """Synthesize texts of any length; one result per text.
+        """Synthesize texts of any length; one result per text. `seed` (in `sampling`) is one for
+        all texts or a list with one per text; a text's audio does not depend on its batch.
 
         Each text is normalised and cut into chunks (`toktts.longform`); chunks of all the texts
         are generated in batches, and a chunk that runs away (hits its length limit) or comes
@@ -180,15 +181,19 @@ class TTS:
         jobs = self._jobs([text], sampling.get("seed"))
         return AudioStream(_Run(self, jobs, sampling, retries, verify, live=True, progress=False))
 
-    def _jobs(self, texts: list[str], seed: int | None) -> list["_Job"]:
-        seed = self.cfg.generate.seed if seed is None else seed
+    def _jobs(self, texts: list[str], seed: int | list[int | None] | None) -> list["_Job"]:
+        """Chunk every text; chunk i of a text seeded s is seeded s + i, whatever its batch."""
+        seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed] * len(texts)
+        if len(seeds) != len(texts):
+            raise TokttsError(f"got {len(seeds)} seeds for {len(texts)} texts; give one seed, or one per text")
         max_chars = self.cfg.generate.chunk_chars or DEFAULT_CHUNK_CHARS
         jobs = []
-        for owner, text in enumerate(texts):
+        for owner, (text, text_seed) in enumerate(zip(texts, seeds)):
+            text_seed = self.cfg.generate.seed if text_seed is None else text_seed
             chunks = split_text(self.prepare_text(text), max_chars)
             for index, chunk in enumerate(chunks):
                 pause = chunk.pause if index < len(chunks) - 1 else 0.0
-                jobs.append(_Job(owner, index, chunk.text, pause, None if seed is None else int(seed) + index))
+                jobs.append(_Job(owner, index, chunk.text, pause, None if text_seed is None else int(text_seed) + index))
         return jobs
 
     def generate_tokens(

@@ -10,10 +10,10 @@ How it holds up under many clients (docs/server.md has the long form):
   A model with a KV cache is not safe to call from two threads at once, and on CPU one generation
   thread is the fast choice anyway (inference.py), so concurrency inside the model buys nothing.
   Until the model is ready every request gets 503.
-- Requests wait in a bounded queue (`max_queue`; beyond it 429). Unseeded requests that wait
-  together with the same sampling settings are synthesized as one batch (up to `max_batch`),
-  ~2x the throughput on CPU. A seeded request always runs alone: `TTS.synthesize` takes one
-  seed per call, and a seeded request must get the same audio whatever it waits beside.
+- Requests wait in a bounded queue (`max_queue`; beyond it 429). Requests that wait together
+  with the same temperature, top_k and top_p are synthesized as one batch (up to `max_batch`),
+  ~2x the throughput on CPU. Seeds are per text in a batch (`TTS.synthesize` draws each item
+  from its own generator), so a seeded request gets the same audio alone or batched.
 - `wav` and `pcm` at speed 1 stream as the model produces them (chunked transfer; `wav` with
   a header whose sizes say "unknown", as streaming TTS servers do). Other formats, and speed
   != 1 (the phase vocoder needs the whole signal), are sent whole, with a Content-Length.
@@ -181,9 +181,9 @@ class Job:
 
     @property
     def batch_key(self) -> tuple | None:
-        """Jobs with equal keys may share a batch; seeded jobs never do (None)."""
+        """Jobs with equal keys may share a batch (each keeps its own seed)."""
         s = self.sampling
-        return None if s["seed"] is not None else (s["temperature"], s["top_k"], s["top_p"])
+        return s["temperature"], s["top_k"], s["top_p"]
 
     def put(self, item: Any) -> None:
         """Called from the model's thread."""
@@ -319,7 +319,8 @@ class Synthesizer:
                         job.put(chunk)
                 job.put(_END)
             else:
-                results = self.tts.synthesize([j.text for j in jobs], **jobs[0].sampling)
+                sampling = {**jobs[0].sampling, "seed": [j.sampling["seed"] for j in jobs]}
+                results = self.tts.synthesize([j.text for j in jobs], **sampling)
                 for job, result in zip(jobs, results):
                     job.put(result["audio"])
                     job.put(_END)
