@@ -53,7 +53,7 @@ class DataConfig:
     max_text_chars: int = 400
     noise_copies: int = 0  # extra copies of each training utterance with white noise added
     noise_snr_db: float = 30.0
-    encode_batch_seconds: float = 60.0  # audio per codec batch during prepare
+    encode_batch_seconds: float = 60.0  # audio per codec batch during prepare on a GPU (CPU: one per call)
     shard_size: int = 512  # utterances per cache shard (resume granularity)
 
 

@@ -167,7 +167,11 @@ def _encode_shard(
         loaded += [(Item(f"{it.id}~noise{copy + 1}", it.text, it.wav_path), _add_noise(a, cfg.data.noise_snr_db, rng))
                    for it, a in originals]
     loaded.sort(key=lambda p: len(p[1]))
-    budget = int(cfg.data.encode_batch_seconds * cfg.codec.sample_rate)
+    # On a GPU, batches of similar length keep it busy. On CPU, batching is slower than one
+    # utterance per call (EnCodec: 7.2 s vs 5.8 s for 96 s of audio, benchmarks/RESULTS.md): the
+    # memory-bound convolutions fall out of cache as the batch grows.
+    on_gpu = getattr(codec, "device", torch.device("cpu")).type != "cpu"
+    budget = int(cfg.data.encode_batch_seconds * cfg.codec.sample_rate) if on_gpu else 0
     codes_out, meta = [], {"ids": [], "texts": []}
     i = 0
     while i < len(loaded):
