@@ -25,3 +25,20 @@ def test_bundled_voice_speaks_and_stops(tmp_path):
         # flite speaks ~14 characters per second; the voice's length should be in that region
         assert 0.4 * len(text) / 14 < seconds < 2.5 * len(text) / 14, (text, seconds)
         assert np.abs(out["audio"]).max() > 0.01  # not silence
+
+
+def test_shipping_dtypes_shrink_the_directory_and_load_back_close(tmp_path):
+    tts = TTS.from_pretrained()
+    reference = {k: v.clone() for k, v in tts.model.state_dict().items()}
+    sizes = {}
+    for dtype in ("fp32", "bf16", "int8"):
+        out = tts.save_pretrained(tmp_path / dtype, dtype=dtype)
+        sizes[dtype] = sum(p.stat().st_size for p in Path(out).iterdir())
+        loaded = TTS.from_pretrained(out)
+        for name, weights in loaded.model.state_dict().items():
+            assert weights.dtype == reference[name].dtype  # always fp32 in memory
+            if weights.dim() == 2 and dtype == "int8":  # per-row scales: error <= half a step
+                step = reference[name].abs().amax(dim=1, keepdim=True) / 127
+                assert ((weights - reference[name]).abs() <= step / 2 + 1e-6).all(), name
+        assert loaded("Hello.", seed=0)["audio"].size > 0
+    assert sizes["int8"] < 0.65 * sizes["bf16"] < 0.65 * sizes["fp32"]

@@ -49,9 +49,11 @@ class DamagedCheckpoint(TokttsError):
 
 
 def save_model_dir(
-    directory: str | Path, model: TokTTS, cfg: Config, codec: Codec, dtype: torch.dtype | None = None
+    directory: str | Path, model: TokTTS, cfg: Config, codec: Codec, dtype: torch.dtype | str | None = None
 ) -> Path:
-    """Write a model directory. All files are first written to a staging folder inside it and then
+    """Write a model directory; `dtype` shrinks it for shipping: torch.bfloat16 / torch.float16
+    weights, or "int8" (weight matrices quantized per row, see `quantize_int8`), with the codec's
+    state in fp16 either way. Loading always gives fp32 weights. All files are first written to a staging folder inside it and then
     renamed into place, config.json last: a kill or a full disk while writing leaves the previous
     contents whole, and a kill during the renames leaves the directory without config.json, which
     `load_model_dir` refuses as incomplete."""
@@ -61,9 +63,13 @@ def save_model_dir(
         shutil.rmtree(stale, ignore_errors=True)
     stage = Path(tempfile.mkdtemp(prefix=".saving-", dir=directory))
     try:
-        codec.save(stage)
-        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
-                 for k, v in unwrap(model).state_dict().items()}
+        codec.save(stage, dtype=None if dtype is None else torch.float16)
+        state = unwrap(model).state_dict()
+        if dtype == "int8":
+            state = quantize_int8(state)
+        elif dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        state = {k: v.contiguous() for k, v in state.items()}
         (stage / "model.safetensors").write_bytes(safetensors.torch.save(state, metadata={"format": "pt"}))
         meta = {"format_version": FORMAT_VERSION, "text_vocab": list(VOCAB.chars), **cfg.to_dict()}
         (stage / "config.json").write_text(json.dumps(meta, indent=2))
@@ -73,6 +79,35 @@ def save_model_dir(
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return directory
+
+
+INT8_SCALE = ".int8_scale"  # the key suffix of a quantized matrix's per-row scales
+
+
+def quantize_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Store every float matrix (linear and embedding weights: nearly all parameters) as int8
+    with one fp32 scale per row, max |w| / 127: the rounding error is under 0.4% of the row's
+    largest weight. Vectors (biases, norms) stay bf16."""
+    out = {}
+    for name, v in state.items():
+        if v.is_floating_point() and v.dim() == 2:
+            scale = v.float().abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127  # (rows, 1)
+            out[name] = torch.round(v.float() / scale).to(torch.int8)
+            out[name + INT8_SCALE] = scale
+        else:
+            out[name] = v.to(torch.bfloat16) if v.is_floating_point() else v
+    return out
+
+
+def dequantize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """fp32 weights from what `save_model_dir` wrote, in any of its dtypes."""
+    out = {}
+    for name, v in state.items():
+        if name.endswith(INT8_SCALE):
+            continue
+        scale = state.get(name + INT8_SCALE)
+        out[name] = v.float() * scale if scale is not None else v.float()
+    return out
 
 
 def unwrap(model: torch.nn.Module) -> TokTTS:
@@ -118,7 +153,7 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
     except (SafetensorError, OSError) as e:
         raise TokttsError(f"cannot read weights {str(weights)!r} ({e}); {damaged}") from None
     try:
-        model.load_state_dict({k: v.float() for k, v in state.items()})
+        model.load_state_dict(dequantize(state))
     except RuntimeError:
         raise TokttsError(f"weights {str(weights)!r} do not match config.json; {damaged}") from None
     codec = build_codec(cfg.codec, directory if cfg.codec.name == "mel" else None)

@@ -96,8 +96,9 @@ class TTS:
         return cls(model, cfg, codec, dev, precision)
 
     def save_pretrained(self, directory: str | Path, dtype: str = "fp32") -> Path:
-        """Write the model directory; dtype "bf16" halves the weights (e.g. for shipping a voice)."""
-        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        """Write the model directory; dtype "bf16"/"fp16" halve the weights and "int8" quarters
+        them (per-row scales; e.g. for shipping a voice). Loading always gives fp32."""
+        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": "int8"}
         if dtype not in dtypes:
             raise TokttsError(f"dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
         return save_model_dir(directory, self.model, self.cfg, self.codec, dtype=dtypes[dtype])

@@ -32,8 +32,9 @@ class Codec(Protocol):
 
     def to(self, device: torch.device | str) -> "Codec": ...
 
-    def save(self, directory: str | Path) -> None:
-        """Write whatever the codec needs to be rebuilt (nothing for pretrained codecs)."""
+    def save(self, directory: str | Path, dtype: torch.dtype | None = None) -> None:
+        """Write whatever the codec needs to be rebuilt (nothing for pretrained codecs); `dtype`
+        may store learned state smaller."""
 
 
 def build_codec(cfg: CodecConfig, state_dir: str | Path | None = None) -> Codec:

@@ -111,7 +111,7 @@ class EncodecCodec:
         self.model.to(self.device)
         return self
 
-    def save(self, directory: str | Path) -> None:
+    def save(self, directory: str | Path, dtype: torch.dtype | None = None) -> None:
         """Nothing to write: the codec is rebuilt from the config (model id, n_codebooks)."""
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:

@@ -127,15 +127,16 @@ class MelCodec:
                 setattr(self, name, value.to(self.device))
         return self
 
-    def save(self, directory: str | Path) -> None:
-        """Write `codec.safetensors` (codebooks and normalisation) atomically into `directory`."""
+    def save(self, directory: str | Path, dtype: torch.dtype | None = None) -> None:
+        """Write `codec.safetensors` (codebooks and normalisation) atomically into `directory`;
+        `dtype` (e.g. fp16 for a shipped voice) stores the codebooks smaller, loading gives fp32."""
         from safetensors.torch import save
 
         codebooks = self._require_fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {
-            "codebooks": codebooks.float().cpu().contiguous(),
+            "codebooks": codebooks.to(dtype or torch.float32).cpu().contiguous(),
             "mean": self.mean.float().cpu().contiguous(),
             "std": self.std.float().cpu().contiguous(),
         }
