@@ -9,8 +9,10 @@ share its interpreter), then runs closed-loop clients: each sends its next reque
 the last one has been read to the end. Requests are LJSpeech validation sentences of at most
 `--max-chars` characters, as streamed wav. Two kinds:
 
-- seeded: every request has a seed, so it runs alone on the model (and streams);
-- unseeded: requests waiting together are batched (up to the server's --max-batch).
+- seeded: every request has its own seed;
+- unseeded: no seed.
+Requests waiting together with the same sampling settings are batched either way (up to the
+server's --max-batch), each keeping its seed; a request that runs alone streams.
 
 Reported per level: requests/s, seconds of audio produced per wall second, latency (request
 sent -> last byte) and time to first byte (request sent -> first body byte after the WAV
@@ -170,8 +172,8 @@ def main() -> None:
         f"{args.requests} requests per row, LJSpeech validation sentences of <= {args.max_chars} characters "
         f"(mean {mean_chars:.0f}), streamed wav, closed-loop clients on the same machine. Latency: request "
         "sent -> last byte; first byte: -> first audio byte after the WAV header. Audio s/s: seconds of "
-        "speech delivered per wall-clock second. Seeded requests always run alone; unseeded ones waiting "
-        "together are batched (`--max-batch 8`).",
+        "speech delivered per wall-clock second. Requests waiting together are batched (`--max-batch 8`), "
+        "each with its own seed.",
         "",
         "| kind | clients | req/s | audio s/s | latency p50 | latency p90 | first byte p50 | first byte p90 | mean batch |",
         "|---|---|---|---|---|---|---|---|---|",
