@@ -22,6 +22,14 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     return audio
 
 
+def to_int16(audio: np.ndarray) -> np.ndarray:
+    """float32 in [-1, 1] -> 16-bit little-endian samples, rounded. The server writes every
+    lossless format from these (libsndfile's own float conversion rounds differently per
+    format), so a seeded request gives the same samples in pcm, wav and flac; `say --stream`
+    writes them raw."""
+    return np.rint(np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
+
+
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
     """Write 16-bit PCM mono atomically: a crash or a full disk never leaves a half-written file
     at `path`, and a file already there stays as it was unless the new one is complete."""

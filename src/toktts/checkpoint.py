@@ -5,8 +5,8 @@ A model directory (Hugging Face Hub style) is everything needed to synthesize:
 
     config.json         the whole Config (model sizes, codec, text settings, sampling defaults)
                         plus the text vocabulary; written last, so its presence means complete
-    model.safetensors   weights (fp32, or bf16 for shipping)
-    codec.safetensors   the mel codec's codebooks (mel only)
+    model.safetensors   weights: fp32, or for shipping bf16 / fp16 / int8 (per-row scales)
+    codec.safetensors   the mel codec's codebooks (mel only; fp16 in a shipped directory)
 
 A training checkpoint is a directory `checkpoints/step-00000100/` holding a model directory plus
 `optimizer.pt` and `trainer_state.json`; it is written under a temporary name and renamed, so a
@@ -49,7 +49,11 @@ class DamagedCheckpoint(TokttsError):
 
 
 def save_model_dir(
-    directory: str | Path, model: TokTTS, cfg: Config, codec: Codec, dtype: torch.dtype | str | None = None
+    directory: str | Path,
+    model: TokTTS,
+    cfg: Config,
+    codec: Codec,
+    dtype: torch.dtype | str | None = None,
 ) -> Path:
     """Write a model directory; `dtype` shrinks it for shipping: torch.bfloat16 / torch.float16
     weights, or "int8" (weight matrices quantized per row, see `quantize_int8`), with the codec's

@@ -101,20 +101,21 @@ def cmd_say(args) -> None:
 
 def _say_stream(tts, text: str, options: dict) -> None:
     """Raw 16-bit little-endian mono PCM on stdout as it is generated, for `aplay`/`sox`/`ffplay`."""
-    import numpy as np
+    import os
 
+    from toktts.audio import to_int16
+
+    rate = tts.sampling_rate
     if sys.stdout.isatty():
-        raise TokttsError("--stream writes raw audio to stdout: pipe it, e.g. | aplay -f S16_LE -r 16000 -c 1")
+        raise TokttsError(f"--stream writes raw audio to stdout: pipe it, e.g. | aplay -f S16_LE -c 1 -r {rate}")
+    log.info("streaming %d Hz 16-bit mono PCM, e.g. | aplay -f S16_LE -c 1 -r %d", rate, rate)
     out = sys.stdout.buffer
-    stream = tts.stream(text, **options)
-    log.info("streaming %d Hz 16-bit mono PCM, e.g. | aplay -f S16_LE -c 1 -r %d", stream.sampling_rate,
-             stream.sampling_rate)
     try:
-        for piece in stream:
-            out.write((np.clip(piece, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+        for piece in tts.stream(text, **options):
+            out.write(to_int16(piece).tobytes())
             out.flush()
-    except BrokenPipeError:  # the player quit: stop quietly
-        sys.stderr.close()
+    except BrokenPipeError:  # the player quit: stop quietly (and keep Python from complaining at exit)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def cmd_samples(args) -> None:

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -174,13 +174,23 @@ class TTS:
             results.append(_result(wav, self.sampling_rate, reports))
         return results
 
-    def stream(self, text: str, retries: int | None = None, verify: bool = False, **sampling: Any) -> "AudioStream":
+    def stream(
+        self,
+        text: str,
+        retries: int | None = None,
+        verify: bool = False,
+        should_stop: Callable[[], bool] | None = None,
+        **sampling: Any,
+    ) -> "AudioStream":
         """Synthesize `text`, yielding float32 audio pieces as soon as they are ready: within the
         first chunk of every batch as frames are generated, then chunk by chunk. The pieces join
         into the same audio as `tts(text)` with the same seed (unless a streamed chunk ran
-        away: what is already played cannot be retried, so it is reported, not redone)."""
+        away: what is already played cannot be retried, so it is reported, not redone).
+        `should_stop` is asked before every decoder step; True ends the stream there (e.g. a
+        client that hung up)."""
         jobs = self._jobs([text], sampling.get("seed"))
-        return AudioStream(_Run(self, jobs, sampling, retries, verify, live=True, progress=False))
+        run = _Run(self, jobs, sampling, retries, verify, live=True, progress=False, should_stop=should_stop)
+        return AudioStream(run)
 
     def _jobs(self, texts: list[str], seed: int | list[int | None] | None) -> list["_Job"]:
         """Chunk every text; chunk i of a text seeded s is seeded s + i, whatever its batch."""
@@ -239,7 +249,9 @@ class TTS:
             return spoken, self.model.generate(*args, **kwargs)
 
     def _steps(self, args: tuple, kwargs: dict) -> Iterator[Progress]:
-        # The contexts are entered around each step only: between steps the caller runs as usual.
+        # The contexts are entered around each step only: between steps the caller decodes audio
+        # outside autocast, exactly as after a whole generation (on a GPU this re-casts the
+        # weights to bf16 every step, a small cost next to a step; only streaming comes here).
         steps = self.model.generate_steps(*args, **kwargs)
         while True:
             with autocast(self.device, self.precision), num_threads(self.generate_threads):
@@ -285,12 +297,13 @@ class _Run:
     and yielded while it is generated."""
 
     def __init__(self, tts: TTS, jobs: list[_Job], sampling: dict, retries: int | None, verify: bool,
-                 live: bool, progress: bool):
+                 live: bool, progress: bool, should_stop: Callable[[], bool] | None = None):
         unknown = set(sampling) - {"temperature", "top_k", "top_p", "seed", "max_seconds"}
         if unknown:
             raise TokttsError(f"unknown synthesis option(s) {sorted(unknown)}; use temperature, top_k, top_p, seed, "
                               "max_seconds, retries, verify")
         self.tts, self.jobs, self.live = tts, jobs, live
+        self.should_stop = should_stop or (lambda: False)
         self.sampling = {k: v for k, v in sampling.items() if k != "seed"}
         g = tts.cfg.generate
         self.retries = g.retries if retries is None else retries
@@ -319,27 +332,28 @@ class _Run:
 
     def _batch(self, rows: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         tts, layout = self.tts, self.tts.model.layout
-        _, steps = tts.generate_tokens(
-            [self.jobs[r].text for r in rows], seed=[self.jobs[r].seed_for(0) for r in rows], steps=True,
-            **self.sampling,
-        )
+        texts, seeds = [self.jobs[r].text for r in rows], [self.jobs[r].seed_for(0) for r in rows]
         first, live = self.jobs[rows[0]], None
         if self.live:
+            # Step by step: the first chunk is decoded and given out while the batch is generated.
+            _, steps = tts.generate_tokens(texts, seed=seeds, steps=True, **self.sampling)
             live = _Voice(tts)
             for progress in steps:
-                done = bool(progress.done[0])
+                if self.should_stop():
+                    steps.close()
+                    return
                 if live.final:
                     continue
+                done = bool(progress.done[0])
                 ready = int(progress.frames_ready()[0])
                 if ready > live.frames or done:
                     codes = layout.codes(progress.tokens[:1], ready)[0]  # (K, ready)
                     piece = live.feed(codes, final=done)
                     if len(piece):
                         yield first.owner, piece
+            result = progress.result()
         else:
-            for progress in steps:
-                pass
-        result = progress.result()
+            _, result = tts.generate_tokens(texts, seed=seeds, **self.sampling)
         attempts = {}
         for b, r in enumerate(rows):
             codes = layout.codes(result["tokens"][b : b + 1], int(result["frames"][b]))[0]  # (K, T)
@@ -348,7 +362,7 @@ class _Run:
         # Retry what failed, all together, with new seeds; the live chunk is already heard.
         for attempt in range(1, self.retries + 1):
             again = [r for r in rows if not attempts[r]["ok"] and not (live is not None and r == rows[0])]
-            if not again:
+            if not again or self.should_stop():
                 break
             _, result = tts.generate_tokens(
                 [self.jobs[r].text for r in again], seed=[self.jobs[r].seed_for(attempt) for r in again],

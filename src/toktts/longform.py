@@ -45,9 +45,9 @@ def chunk_chars_for(texts: list[str]) -> int:
 
 def pause_after(text: str) -> float:
     end = text.rstrip("\"' ")[-1:]
-    if end in ".!?":
+    if end and end in ".!?":
         return SENTENCE_PAUSE
-    if end in ",;:":
+    if end and end in ",;:":
         return CLAUSE_PAUSE
     return WORD_PAUSE
 

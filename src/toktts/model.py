@@ -350,7 +350,6 @@ class TokTTS(nn.Module):
             prev = tok[:, :, None]
             done = layout.finished(s, eos_step) | ((eos_step < 0) & (s + 1 >= max_steps + layout.tail))
             last = bool(done.all()) or s + 1 == S_max
-            # `tokens` is a view that later steps write into: read it before asking for more.
             yield Progress(layout, out[:, :, : s + 1], eos_step, max_steps, done, attn if last else None)
             if last:
                 return

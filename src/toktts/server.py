@@ -12,7 +12,7 @@ How it holds up under many clients (docs/server.md has the long form):
   Until the model is ready every request gets 503.
 - Requests wait in a bounded queue (`max_queue`; beyond it 429). Requests that wait together
   with the same temperature, top_k and top_p are synthesized as one batch (up to `max_batch`),
-  ~2x the throughput on CPU. Seeds are per text in a batch (`TTS.synthesize` draws each item
+  1.4-1.6x the throughput on CPU with 16 clients. Seeds are per text in a batch (`TTS.synthesize` draws each item
   from its own generator), so a seeded request gets the same audio alone or batched.
 - `wav` and `pcm` at speed 1 stream as the model produces them (chunked transfer; `wav` with
   a header whose sizes say "unknown", as streaming TTS servers do). Other formats, and speed
@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from toktts.audio import to_int16
 from toktts.errors import TokttsError
 
 try:
@@ -81,13 +82,6 @@ def supported_formats() -> list[str]:
 
 
 # -- audio --------------------------------------------------------------------------------------
-
-
-def to_int16(audio: np.ndarray) -> np.ndarray:
-    """float32 in [-1, 1] -> 16-bit little-endian samples. Every lossless format is written from
-    these (libsndfile's own float conversion rounds differently per format), so a seeded
-    request gives the same samples in pcm, wav and flac."""
-    return np.rint(np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
 
 
 def pcm16(audio: np.ndarray) -> bytes:
@@ -180,7 +174,7 @@ class Job:
     batch_size: int = 1
 
     @property
-    def batch_key(self) -> tuple | None:
+    def batch_key(self) -> tuple:
         """Jobs with equal keys may share a batch (each keeps its own seed)."""
         s = self.sampling
         return s["temperature"], s["top_k"], s["top_p"]
@@ -292,13 +286,12 @@ class Synthesizer:
                     break
             batch = [self._jobs.popleft()]
             key = batch[0].batch_key
-            if key is not None:
-                for job in list(self._jobs):
-                    if len(batch) >= self.max_batch:
-                        break
-                    if job.batch_key == key:
-                        self._jobs.remove(job)
-                        batch.append(job)
+            for job in list(self._jobs):
+                if len(batch) >= self.max_batch:
+                    break
+                if job.batch_key == key:
+                    self._jobs.remove(job)
+                    batch.append(job)
             self.running = len(batch)
             return batch
 
@@ -312,12 +305,14 @@ class Synthesizer:
             if len(jobs) == 1 and jobs[0].stream:
                 job = jobs[0]
                 # closing: a client that hangs up ends the generation where it is
-                with contextlib.closing(iter(self.tts.stream(job.text, **job.sampling))) as chunks:
+                stream = self.tts.stream(job.text, should_stop=lambda: job.cancelled, **job.sampling)
+                with contextlib.closing(iter(stream)) as chunks:
                     for chunk in chunks:
                         if job.cancelled:  # the client hung up: stop generating
                             return
                         job.put(chunk)
-                job.put(_END)
+                if not job.cancelled:  # (a hang-up may also have ended the stream between steps)
+                    job.put(_END)
             else:
                 sampling = {**jobs[0].sampling, "seed": [j.sampling["seed"] for j in jobs]}
                 results = self.tts.synthesize([j.text for j in jobs], **sampling)
@@ -333,7 +328,7 @@ class Synthesizer:
         except Exception as e:  # a bug must answer 500, not leave clients waiting
             log.exception("synthesis failed")
             for job in jobs:
-                job.put(APIError(500, f"synthesis failed: {type(e).__name__}: {e}", type="server_error"))
+                job.put(APIError(500, "synthesis failed; the server's log has the details", type="server_error"))
 
 
 # -- the HTTP API -------------------------------------------------------------------------------
@@ -490,8 +485,13 @@ def create_app(
             return StreamingResponse(_stream_body(job, first, sr, fmt, info), media_type=MEDIA_TYPES[fmt],
                                      headers=headers)
         await job.events.get()  # _END
-        audio = await run_in_threadpool(change_speed, first, req.speed)
-        data = await run_in_threadpool(encode, audio, sr, fmt)
+        try:
+            audio = await run_in_threadpool(change_speed, first, req.speed)
+            data = await run_in_threadpool(encode, audio, sr, fmt)
+        except Exception:  # an encoder failure still answers in OpenAI's error shape
+            log.exception("encoding %s failed", fmt)
+            raise APIError(500, f"encoding the audio as {fmt} failed; the server's log has the details",
+                           type="server_error") from None
         seconds = len(audio) / sr
         _log_request(200, info, seconds, job.batch_size)
         return Response(data, media_type=MEDIA_TYPES[fmt],

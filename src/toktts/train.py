@@ -169,14 +169,14 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
         log_with=report or None, project_dir=t.output_dir,
     )
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    train_set, val_set = TokenDataset(root, "train"), TokenDataset(root, "val")
+    if not cfg.generate.chunk_chars:  # saved with the model: long text is cut to lengths it knows
+        cfg.generate.chunk_chars = chunk_chars_for(train_set.texts)
     if accelerator.is_main_process:  # early, so that an unwritable output_dir fails before any work
         with _writing(out_dir):
             out_dir.mkdir(parents=True, exist_ok=True)
             write_atomic(out_dir / "train_config.json", cfg.to_json())
 
-    train_set, val_set = TokenDataset(root, "train"), TokenDataset(root, "val")
-    if not cfg.generate.chunk_chars:  # saved with the model: long text is cut to lengths it knows
-        cfg.generate.chunk_chars = chunk_chars_for(train_set.texts)
     codec = build_codec(cfg.codec, root if cfg.codec.name == "mel" else None)
 
     torch.manual_seed(t.seed)
