@@ -13,7 +13,7 @@ def test_bundled_voice_is_shipped_and_small():
     files = {p.name for p in voice.iterdir()}
     assert {"config.json", "model.safetensors", "codec.safetensors"} <= files
     size = sum(p.stat().st_size for p in voice.iterdir()) / 2**20
-    assert size < 25, f"{size:.1f} MiB"
+    assert size < 15, f"{size:.1f} MiB"  # the aim: int8 weights and an fp16 codec make it ~11
 
 
 def test_bundled_voice_speaks_and_stops(tmp_path):
