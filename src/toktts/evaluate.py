@@ -198,9 +198,9 @@ def split_rows(corpus_dir: str | Path, split: str, cfg: Config | None = None) ->
 
 def _load_pcm16(path: Path) -> np.ndarray:
     """A wav as 16 kHz mono int16, what pocketsphinx reads."""
-    from toktts.audio import load_audio
+    from toktts.audio import load_audio, to_int16
 
-    return (np.clip(load_audio(path, ASR_RATE), -1.0, 1.0) * 32767).astype(np.int16)
+    return to_int16(load_audio(path, ASR_RATE))
 
 
 def _sphinx_decoder():
@@ -252,8 +252,10 @@ class PocketSphinx:
         """One waveform in memory (any rate) -> its transcript."""
         import soxr
 
+        from toktts.audio import to_int16
+
         pcm = soxr.resample(audio.astype(np.float32), rate, ASR_RATE) if rate != ASR_RATE else audio
-        return _sphinx_run((np.clip(pcm, -1.0, 1.0) * 32767).astype(np.int16), self.decoder)
+        return _sphinx_run(to_int16(pcm), self.decoder)
 
     def transcribe(self, wavs: list[Path], update: Callable[[int], Any]) -> list[str]:
         jobs = min(self.jobs, len(wavs) // 4)  # a worker costs ~1 s to start
