@@ -113,6 +113,8 @@ def test_metrics_json_has_totals_and_rows_that_add_up(result, val_corpus):
         assert r["seconds_reference"] == pytest.approx(sf.info(str(val_corpus / "wavs" / f"{r['id']}.wav")).duration,
                                                        abs=1e-3)
         assert r["duration_ratio"] == pytest.approx(r["seconds_generated"] / r["seconds_reference"], abs=2e-3)
+        # teacher forcing predicts one frame for each frame of the encoded recording
+        assert r["seconds_teacher_forced"] == pytest.approx(r["seconds_resynthesized"], abs=1e-3)
     assert t["rtf_generate"] > 0 and t["rtf_decode"] > 0
     assert t["seconds_generated"] == pytest.approx(sum(r["seconds_generated"] for r in rows), abs=0.02)
     assert "CER generated" in format_summary(result)
@@ -132,7 +134,7 @@ def test_report_is_self_contained(result):
     assert not re.search(r"https?://", page)  # no CDN, no external anything
     assert "<script" not in page and "<link" not in page
     sources = re.findall(r'<audio controls preload=none src="([^"]+)"', page)
-    assert len(sources) == 3 * N_VAL
+    assert len(sources) == len(KINDS) * N_VAL
     for src in sources:
         assert src.startswith("data:audio/wav;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:4] == b"RIFF"
@@ -150,7 +152,7 @@ def test_report_links_audio_files_when_not_embedded(model, val_corpus, tmp_path)
         evaluate(str(model_dir), str(val_corpus), limit=1, out_dir=str(out), progress=False, embed_audio=False)
     page = (out / "report.html").read_text()
     sources = re.findall(r'<audio controls preload=none src="([^"]+)"', page)
-    assert len(sources) == 3 and all((out / src).is_file() for src in sources)
+    assert len(sources) == len(KINDS) and all((out / src).is_file() for src in sources)
     assert (out / "figures" / f"{read_corpus(val_corpus)[0].id}.png").is_file()
     assert page.count('src="data:image/png;base64,') == 1  # the small figure is still embedded
 

@@ -182,6 +182,27 @@ def test_generation_hits_limit_without_eos():
     assert out["frames"].tolist() == [11, 19]  # EOS due by step 11 <=> at most 11 frames
 
 
+@pytest.mark.parametrize("layout", ["delay", "flatten"])
+def test_teacher_forced_prediction_is_greedy_decoding_of_its_own_past(layout):
+    """Given the tokens greedy decoding produced, the teacher-forced first choices are those same
+    tokens wherever the model chose; they are never EOS or another special id."""
+    model = tiny(layout)
+    with torch.no_grad():
+        model.decoder.head.bias[model.layout.eos_id] = -100.0  # run to the limit: no EOS in the past
+    text, text_lengths, _ = batch(model)
+    out = model.generate(text, text_lengths, torch.tensor([12, 20]), temperature=0.0)
+    tokens = out["tokens"]
+    predicted = model.predict(text, text_lengths, tokens)
+    assert predicted.shape == tokens.shape
+    chose = tokens < model.layout.pad_id  # PAD is forced by the delay layout, not chosen
+    assert chose.float().mean() > 0.8
+    assert torch.equal(predicted[chose], tokens[chose])
+    assert int(predicted.max()) < model.layout.pad_id
+    with torch.no_grad():  # even a model that wants to stop everywhere predicts codes
+        model.decoder.head.bias[model.layout.eos_id] = 100.0
+    assert int(model.predict(text, text_lengths, tokens).max()) < model.layout.pad_id
+
+
 def test_sample_filters():
     logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
     g = torch.Generator().manual_seed(0)

@@ -91,3 +91,22 @@ def test_generation_constraints_rebuild_training_tokens(name):
 def test_unknown_layout():
     with pytest.raises(TokttsError, match="zigzag"):
         Layout("zigzag", 2, 10)
+
+
+@pytest.mark.parametrize("name", ["delay", "flatten"])
+def test_corrupt_replaces_codes_within_their_codebook(name):
+    K, C, T = 3, 16, 200
+    layout = Layout(name, K, C)
+    codes, lengths = random_codes(4, K, T, C, seed=5)
+    tokens = layout.tokens(codes, lengths)
+    is_code = tokens < layout.pad_id
+    torch.manual_seed(0)
+    assert torch.equal(layout.corrupt(tokens, 0.0), tokens)
+    noisy = layout.corrupt(tokens, 0.3)
+    changed = noisy != tokens
+    # specials stay; a code stays a code of its own codebook (random, so ~1/C keep their value)
+    assert torch.equal(noisy[~is_code], tokens[~is_code])
+    assert torch.equal(noisy[is_code] // C, tokens[is_code] // C)
+    assert 0.3 * (1 - 1 / C) - 0.03 < changed[is_code].float().mean() < 0.3 * (1 - 1 / C) + 0.03
+    everything = layout.corrupt(tokens, 1.0)
+    assert (everything[is_code] != tokens[is_code]).float().mean() > 0.85

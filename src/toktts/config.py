@@ -98,6 +98,10 @@ class TrainConfig:
     guided_attn_weight: float = 1.0  # alignment help on the first decoder layers' cross-attention
     guided_attn_sigma: float = 0.2
     guided_attn_layers: int = 2
+    # Fraction of the decoder's input codes replaced by random codes of the same codebook, so
+    # the decoder learns to read the text rather than trust its own past, which at generation
+    # time is sampled and imperfect (exposure bias).
+    input_noise: float = 0.0
     eval_every: int = 250
     eval_batches: int = 8
     save_every: int = 250

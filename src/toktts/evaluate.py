@@ -5,9 +5,13 @@
                     [--device DEV] [--asr-jobs N]
 
 For every sentence of the chosen split the model reads the corpus text (batched, seeded, the
-model's own sampling settings), and the same ASR transcribes three recordings of it:
+model's own sampling settings), and the same ASR transcribes four recordings of it:
 
     generated      what the model said
+    teacher_forced what the model knows: at every step, the code it ranks first when the past it
+                   reads is the recording's own (codec-encoded) rather than its own samples.
+                   Between it and `generated` lies exposure bias -- errors of its own that the
+                   model builds on; between it and `resynthesized`, what it has not learned yet
     resynthesized  the corpus recording through the model's codec (encode, decode): the best the
                    model could ever sound with this codec -- its ceiling
     reference      the corpus recording itself: the ceiling of the ASR on this voice
@@ -41,12 +45,12 @@ Splits (`--split`):
 
 Writes to `--out` (default `<model>/eval-<split>`):
   metrics.json   totals and one row per sentence (transcripts, CER/WER, stop reason, durations)
-  report.html    the metrics, and per sentence the text, the three transcripts with their CER and
+  report.html    the metrics, and per sentence the text, the four transcripts with their CER and
                  WER, audio players, spectrograms and the cross-attention alignment; no external
                  resource: audio and images are embedded as data URIs while each kind totals under
                  32 MB, and otherwise played and shown from the files beside the page
-  audio/         <id>.generated.wav, <id>.resynthesized.wav, <id>.reference.wav (codec rate)
-  figures/       <id>.png: the three spectrograms on one time axis, and the alignment
+  audio/         <id>.<kind>.wav for each of the four (codec rate)
+  figures/       <id>.png: the four spectrograms on one time axis, and the alignment
 Everything goes to disk as it is made, so memory stays flat however large the split.
 
 ASR: `pocketsphinx` (offline, its bundled US English model, 16 kHz) or `whisper:PATH`, a local
@@ -89,7 +93,7 @@ if TYPE_CHECKING:  # torch and the model load lazily: ASR worker processes impor
 log = logging.getLogger(__name__)
 
 SPLITS = ("val", "all")
-KINDS = ("generated", "resynthesized", "reference")
+KINDS = ("generated", "teacher_forced", "resynthesized", "reference")
 ASR_RATE = 16000  # both ASRs read 16 kHz mono
 EMBED_LIMIT_BYTES = 32 * 2**20  # above this much wav, report.html links the files instead
 _PACKAGED_VAL = "data/ljspeech/val.txt"
@@ -384,11 +388,11 @@ def _log_spectrogram(audio: np.ndarray) -> np.ndarray:
 
 
 def _figure_png(audios: dict[str, np.ndarray], rate: int, attention: np.ndarray) -> bytes:
-    """Spectrograms of the three recordings on one time axis, and the alignment."""
+    """Spectrograms of the recordings on one time axis, and the alignment."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
-    fig = Figure(figsize=(8, 7.2), dpi=64, layout="constrained")
-    axes = fig.subplots(4, 1)
+    fig = Figure(figsize=(8, 9), dpi=64, layout="constrained")
+    axes = fig.subplots(len(KINDS) + 1, 1)
     longest = max(max(len(a) for a in audios.values()), 1) / rate
     for ax, kind in zip(axes, KINDS):
         spec = _log_spectrogram(audios[kind])
@@ -397,11 +401,11 @@ def _figure_png(audios: dict[str, np.ndarray], rate: int, attention: np.ndarray)
         ax.set_xlim(0, longest)
         ax.set_ylabel("kHz")
         ax.set_title(kind, fontsize=9, loc="left")
-    axes[2].set_xlabel("seconds")
-    axes[3].imshow(attention, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
-    axes[3].set_title("cross-attention, decoder layer 1, mean over heads", fontsize=9, loc="left")
-    axes[3].set_xlabel("decoder step")
-    axes[3].set_ylabel("character")
+    axes[-2].set_xlabel("seconds")
+    axes[-1].imshow(attention, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
+    axes[-1].set_title("cross-attention, decoder layer 1, mean over heads", fontsize=9, loc="left")
+    axes[-1].set_xlabel("decoder step")
+    axes[-1].set_ylabel("character")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
@@ -427,8 +431,9 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _resynthesize(tts: TTS, refs: list[np.ndarray]) -> list[np.ndarray]:
-    """The recordings through the codec: encode, decode (one padded batch)."""
+def _resynthesize(tts: TTS, refs: list[np.ndarray]) -> tuple[list[np.ndarray], Any, Any]:
+    """The recordings through the codec: encode, decode (one padded batch). Returns the audio and
+    the codes (B, K, T) and frame counts (B,)."""
     import torch
 
     lengths = torch.tensor([len(a) for a in refs])
@@ -439,7 +444,7 @@ def _resynthesize(tts: TTS, refs: list[np.ndarray]) -> list[np.ndarray]:
         codes, frames = tts.codec.encode(wav.to(tts.device), lengths.to(tts.device))  # (B, K, T), (B,)
         audio = tts.codec.decode(codes).float().cpu().numpy()
     hop = tts.codec.sample_rate // tts.codec.frame_rate
-    return [audio[b, : min(int(frames[b]) * hop, len(refs[b]))] for b in range(len(refs))]
+    return [audio[b, : min(int(frames[b]) * hop, len(refs[b]))] for b in range(len(refs))], codes, frames
 
 
 def _synthesize_all(
@@ -471,13 +476,15 @@ def _synthesize_all(
         timing["decode"] += t2 - t1
 
         refs = [load_audio(s.utt.wav_path, rate) for s in batch]
-        resynthesized = _resynthesize(tts, refs)
+        resynthesized, codes, frames = _resynthesize(tts, refs)
+        forced = tts.decode(tts.teacher_forced(spoken, codes, frames), frames)
+        forced = [f[: len(r)] for f, r in zip(forced, resynthesized)]  # the same frames, the same cut
         attention = result["attention"].float().mean(1).cpu().numpy()  # (B, S, L), mean over heads
         for b, s in enumerate(batch):
             s.spoken, s.frames = spoken[b], int(result["frames"][b])
             s.stop_reason = "eos" if bool(result["stopped"][b]) else "max_length"
-            audios = {"generated": generated[b].astype(np.float32), "resynthesized": resynthesized[b],
-                      "reference": refs[b]}
+            audios = {"generated": generated[b].astype(np.float32), "teacher_forced": forced[b].astype(np.float32),
+                      "resynthesized": resynthesized[b], "reference": refs[b]}
             for kind, audio in audios.items():
                 write_wav(out / "audio" / f"{s.utt.id}.{kind}.wav", audio, rate)
                 s.seconds[kind] = len(audio) / rate
@@ -504,8 +511,8 @@ def evaluate(
     embed_audio: bool | None = None,
     sampling: dict | None = None,
 ) -> dict:
-    """Synthesize a corpus split, transcribe generated / codec-resynthesized / reference audio
-    with one ASR, and write `metrics.json`, `report.html`, `audio/` and `figures/` to `out_dir`.
+    """Synthesize a corpus split, transcribe generated / teacher-forced / codec-resynthesized /
+    reference audio with one ASR, and write `metrics.json`, `report.html`, `audio/` and `figures/` to `out_dir`.
 
     model_dir: a model directory (None: the bundled voice); out_dir defaults to
     `<model>/eval-<split>` (`./eval-<split>` for the bundled voice). embed_audio: None embeds the
@@ -646,8 +653,8 @@ def _write_report(out: Path, metrics: dict, embed_audio: bool | None) -> Path:
     t, e = metrics["totals"], html.escape
     head = "".join(
         f"<tr><th>{name}</th><td class=n>{_pct(t[f'cer_{k}'])}</td><td class=n>{_pct(t[f'wer_{k}'])}</td></tr>"
-        for k, name in zip(KINDS, ("generated (the model)", "codec resynthesis (model's ceiling)",
-                                   "reference recording (ASR's ceiling)"))
+        for k, name in zip(KINDS, ("generated (the model)", "teacher-forced (the model on the true past)",
+                                   "codec resynthesis (model's ceiling)", "reference recording (ASR's ceiling)"))
     )
     other = [
         ("runaways (hit the length limit)", f"{t['runaways']} of {t['sentences']} ({_pct(t['runaway_rate'])})"),
@@ -664,7 +671,10 @@ def _write_report(out: Path, metrics: dict, embed_audio: bool | None) -> Path:
          f"sampling {e(json.dumps(metrics['sampling']))}, seed {metrics['seed']}, batch {metrics['batch_size']} "
          f"on {e(metrics['device'])} · {e(metrics['date'])}</p>"),
         ("<p>Read the model's error rates beside its ceilings: the codec resynthesis is the best this "
-         "model could sound, the reference is how well the ASR hears this voice at all.</p>"),
+         "model could sound, the reference is how well the ASR hears this voice at all. The teacher-forced "
+         "row is the model's first choice at every step when the past it reads is the recording's: the gap "
+         "from it to the generated row is exposure bias (the model building on its own errors), the gap "
+         "from it to the codec resynthesis is what the model has not learned yet.</p>"),
         f"<table><tr><th></th><th>CER</th><th>WER</th></tr>{head}</table>",
         "<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in other) + "</table>",
     ]
@@ -697,9 +707,9 @@ def format_summary(metrics: dict) -> str:
     t = metrics["totals"]
     return "\n".join([
         f"{t['sentences']} sentences ({metrics['split_rule']}), ASR {metrics['asr']}",
-        "CER generated {} | codec resynthesis {} | reference {}".format(
+        "CER generated {} | teacher-forced {} | codec resynthesis {} | reference {}".format(
             *(_pct(t[f"cer_{k}"]) for k in KINDS)),
-        "WER generated {} | codec resynthesis {} | reference {}".format(
+        "WER generated {} | teacher-forced {} | codec resynthesis {} | reference {}".format(
             *(_pct(t[f"wer_{k}"]) for k in KINDS)),
         (f"runaways {t['runaways']}/{t['sentences']}, duration ratio median {t['duration_ratio_median']:.2f}, "
          f"RTF generate {t['rtf_generate']:.3f}, decode {t['rtf_decode']:.3f}"),

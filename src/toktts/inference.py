@@ -230,23 +230,35 @@ class TTS:
         _check_sampling(g.temperature, g.top_k, g.top_p)
         seed = g.seed if seed is None else seed
         spoken = [self.prepare_text(t) for t in texts]
-        ids = [VOCAB.encode(s) for s in spoken]
-        text = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
-        for b, row in enumerate(ids):
-            text[b, : len(row)] = torch.tensor(row)
-        lengths = torch.tensor([len(r) for r in ids])
+        text, lengths = self._text_batch(spoken)
         limits = torch.tensor([self.max_steps(s, max_seconds) for s in spoken])
         if isinstance(seed, (list, tuple)) and any(s is not None for s in seed):
             generator = [None if s is None else torch.Generator(self.device).manual_seed(int(s)) for s in seed]
         else:
             generator = None if seed is None or isinstance(seed, (list, tuple)) else torch.Generator(self.device).manual_seed(int(seed))
-        args = (text.to(self.device), lengths.to(self.device), limits.to(self.device))
+        args = (text, lengths, limits.to(self.device))
         kwargs = dict(temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, generator=generator,
                       need_weights=need_weights)
         if steps:
             return spoken, self._steps(args, kwargs)
         with autocast(self.device, self.precision), num_threads(self.generate_threads):
             return spoken, self.model.generate(*args, **kwargs)
+
+    def _text_batch(self, spoken: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised texts -> (B, L) padded character ids and (B,) lengths, on the device."""
+        ids = [VOCAB.encode(s) for s in spoken]
+        text = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
+        for b, row in enumerate(ids):
+            text[b, : len(row)] = torch.tensor(row)
+        return text.to(self.device), torch.tensor([len(r) for r in ids], device=self.device)
+
+    def teacher_forced(self, spoken: list[str], codes: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """The model's first-ranked tokens (B, N, S) at every step of real audio -- (B, K, T) codes,
+        (B,) frame counts -- when the past it reads is the real one (see `TokTTS.predict`)."""
+        text, lengths = self._text_batch(spoken)
+        tokens = self.model.layout.tokens(codes.to(self.device), frames.to(self.device))
+        with autocast(self.device, self.precision):
+            return self.model.predict(text, lengths, tokens)
 
     def _steps(self, args: tuple, kwargs: dict) -> Iterator[Progress]:
         # The contexts are entered around each step only: between steps the caller decodes audio

@@ -272,13 +272,17 @@ class TokTTS(nn.Module):
         text_lengths: torch.Tensor,
         tokens: torch.Tensor,
         attn_layers: int = 0,
+        input_noise: float = 0.0,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(B, L) text, (B,) lengths, (B, N, S) target tokens -> (B, S, N, V) logits predicting
-        `tokens` (the decoder input is BOS + tokens[..., :-1]) and cross-attention weights."""
+        `tokens` (the decoder input is BOS + tokens[..., :-1]) and cross-attention weights.
+        `input_noise` replaces that fraction of the input codes by random ones (training)."""
         text_mask = torch.arange(text.shape[1], device=text.device)[None] < text_lengths[:, None]
         memory = self.encoder(text, text_mask)
         bos = torch.full_like(tokens[:, :, :1], self.layout.bos_id)
         inputs = torch.cat([bos, tokens[:, :, :-1]], dim=2)
+        if input_noise > 0:
+            inputs = self.layout.corrupt(inputs, input_noise)
         return self.decoder(inputs, memory, text_mask, attn_layers)
 
     def loss(self, logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -293,6 +297,18 @@ class TokTTS(nn.Module):
         correct = (logits.argmax(-1) == target) & valid
         accuracy = correct.sum((0, 1)) / count
         return per_stream.mean(), per_stream.detach(), accuracy.detach()
+
+    @torch.inference_mode()
+    def predict(self, text: torch.Tensor, text_lengths: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced prediction: (B, N, S) tokens of real audio -> (B, N, S) the code the model
+        ranks first at every step given the true past (EOS and ids the layout forbids there
+        excluded). Decoded, it is what the model knows with no error of its own to build on."""
+        logits, _ = self(text, text_lengths, tokens)  # (B, S, N, V)
+        S, layout = logits.shape[1], self.layout
+        n_masks = layout.n_codebooks if layout.name == "flatten" else 1
+        allowed = torch.stack([layout.allowed(s % n_masks, logits.device) for s in range(S)])  # (S, N, V)
+        allowed[..., layout.eos_id] = False
+        return logits.float().masked_fill(~allowed, float("-inf")).argmax(-1).transpose(1, 2)
 
     @torch.inference_mode()
     def generate(self, *args, **kwargs) -> dict:

@@ -130,6 +130,16 @@ class Layout:
         first = torch.where(is_eos.any(1), is_eos.float().argmax(1), head.shape[1])
         return first if self.name == "delay" else first // self.n_codebooks
 
+    def corrupt(self, tokens: torch.Tensor, fraction: float) -> torch.Tensor:
+        """Replace about `fraction` of the codes in (B, N, S) tokens by uniformly random codes
+        of the same codebook (special ids are kept). Uses the global torch RNG."""
+        C = self.codebook_size
+        is_code = tokens < self.vocab_size - 3
+        hit = is_code & (torch.rand(tokens.shape, device=tokens.device) < fraction)
+        # A code id is codebook * C + code in both layouts (the codebook is 0 for delay).
+        noise = tokens // C * C + torch.randint_like(tokens, C)
+        return torch.where(hit, noise, tokens)
+
     # -- generation constraints -----------------------------------------------------------
 
     def allowed(self, step: int, device: torch.device | str = "cpu") -> torch.Tensor:

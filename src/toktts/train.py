@@ -87,7 +87,9 @@ def train_step(model, batch: dict, cfg: Config, accelerator: Accelerator) -> Ste
     t = cfg.train
     guided = t.guided_attn_layers if t.guided_attn_weight > 0 else 0
     with accelerator.autocast():
-        logits, weights = model(batch["text"], batch["text_lengths"], batch["tokens"], attn_layers=guided)
+        logits, weights = model(
+            batch["text"], batch["text_lengths"], batch["tokens"], attn_layers=guided, input_noise=t.input_noise
+        )
         ce, _, _ = unwrap(model).loss(logits, batch["tokens"])
         loss = ce
         guide = torch.zeros(())
@@ -151,6 +153,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
         raise TokttsError(f"train.precision must be bf16, fp16 or fp32, got {t.precision!r}")
     if precision == "fp16" and not torch.cuda.is_available():
         raise TokttsError("train.precision=fp16 needs a GPU; use bf16 (fast on AMX CPUs) or fp32")
+    if not 0 <= t.input_noise < 1:
+        raise TokttsError(f"train.input_noise is a fraction of the input codes, got {t.input_noise}; use 0 to 0.5")
     root = cache_dir(cfg)
     if not (root / "manifest.json").is_file():
         raise TokttsError(f"no token cache for this config at {str(root)!r}; run `toktts prepare` with the same config first")
