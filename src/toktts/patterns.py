@@ -134,7 +134,7 @@ class Layout:
         """Replace about `fraction` of the codes in (B, N, S) tokens by uniformly random codes
         of the same codebook (special ids are kept). Uses the global torch RNG."""
         C = self.codebook_size
-        is_code = tokens < self.vocab_size - 3
+        is_code = tokens < self.pad_id  # the special ids follow the codes
         hit = is_code & (torch.rand(tokens.shape, device=tokens.device) < fraction)
         # A code id is codebook * C + code in both layouts (the codebook is 0 for delay).
         noise = tokens // C * C + torch.randint_like(tokens, C)
