@@ -17,7 +17,7 @@ import torch
 
 from toktts import TTS
 from toktts.audio import load_audio
-from toktts.evaluate import PocketSphinx, _resynthesize, error_rates, score_text, split_rows
+from toktts.evaluate import PocketSphinx, error_rates, resynthesize_and_teacher_force, score_text, split_rows
 
 
 def teacher_forced_cer(model_dir: str, corpus: str, limit: int, asr: PocketSphinx, batch: int = 8) -> tuple[float, float]:
@@ -27,9 +27,9 @@ def teacher_forced_cer(model_dir: str, corpus: str, limit: int, asr: PocketSphin
     for i in range(0, len(rows), batch):
         chunk = rows[i : i + batch]
         audio = [load_audio(u.wav_path, tts.sampling_rate) for u in chunk]
-        _, codes, frames = _resynthesize(tts, audio)
         spoken = [tts.prepare_text(u.normalized_text) for u in chunk]
-        for u, wav in zip(chunk, tts.decode(tts.teacher_forced(spoken, codes, frames), frames)):
+        _, forced = resynthesize_and_teacher_force(tts, audio, spoken)
+        for u, wav in zip(chunk, forced):
             refs.append(score_text(u.normalized_text))
             hyps.append(score_text(asr.transcribe_audio(wav, tts.sampling_rate)))
     return error_rates(refs, hyps)

@@ -447,6 +447,15 @@ def _resynthesize(tts: TTS, refs: list[np.ndarray]) -> tuple[list[np.ndarray], A
     return [audio[b, : min(int(frames[b]) * hop, len(refs[b]))] for b in range(len(refs))], codes, frames
 
 
+def resynthesize_and_teacher_force(tts: TTS, refs: list[np.ndarray], spoken: list[str]
+                                   ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The recordings (at the codec's rate) through the codec, and the model's teacher-forced
+    choices on their codes decoded (`TTS.teacher_forced`), cut the same way."""
+    resynthesized, codes, frames = _resynthesize(tts, refs)
+    forced = tts.decode(tts.teacher_forced(spoken, codes, frames), frames)
+    return resynthesized, [f[: len(r)].astype(np.float32) for f, r in zip(forced, resynthesized)]
+
+
 def _synthesize_all(
     tts: TTS, sentences: list[_Sentence], out: Path, seed: int, batch_size: int, progress: bool
 ) -> dict[str, float]:
@@ -476,14 +485,12 @@ def _synthesize_all(
         timing["decode"] += t2 - t1
 
         refs = [load_audio(s.utt.wav_path, rate) for s in batch]
-        resynthesized, codes, frames = _resynthesize(tts, refs)
-        forced = tts.decode(tts.teacher_forced(spoken, codes, frames), frames)
-        forced = [f[: len(r)] for f, r in zip(forced, resynthesized)]  # the same frames, the same cut
+        resynthesized, forced = resynthesize_and_teacher_force(tts, refs, spoken)
         attention = result["attention"].float().mean(1).cpu().numpy()  # (B, S, L), mean over heads
         for b, s in enumerate(batch):
             s.spoken, s.frames = spoken[b], int(result["frames"][b])
             s.stop_reason = "eos" if bool(result["stopped"][b]) else "max_length"
-            audios = {"generated": generated[b].astype(np.float32), "teacher_forced": forced[b].astype(np.float32),
+            audios = {"generated": generated[b].astype(np.float32), "teacher_forced": forced[b],
                       "resynthesized": resynthesized[b], "reference": refs[b]}
             for kind, audio in audios.items():
                 write_wav(out / "audio" / f"{s.utt.id}.{kind}.wav", audio, rate)

@@ -306,8 +306,9 @@ class TokTTS(nn.Module):
         logits, _ = self(text, text_lengths, tokens)  # (B, S, N, V)
         S, layout = logits.shape[1], self.layout
         n_masks = layout.n_codebooks if layout.name == "flatten" else 1
-        allowed = torch.stack([layout.allowed(s % n_masks, logits.device) for s in range(S)])  # (S, N, V)
-        allowed[..., layout.eos_id] = False
+        masks = torch.stack([layout.allowed(s, logits.device) for s in range(n_masks)])  # (n_masks, N, V)
+        masks[..., layout.eos_id] = False
+        allowed = masks[torch.arange(S, device=logits.device) % n_masks]  # (S, N, V)
         return logits.float().masked_fill(~allowed, float("-inf")).argmax(-1).transpose(1, 2)
 
     @torch.inference_mode()
