@@ -78,3 +78,28 @@ def test_shipped_sizes_match_their_names():
     assert ex.data.clip_seconds == 2.0 and ex.model.dropout == 0.2
     full = load_config([CONFIGS / "ljspeech.yaml"])
     assert full.codec.name == "encodec" and full.codec.n_codebooks == 2 and full.data.clip_seconds == 0
+
+
+def test_list_values_from_yaml_and_set(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  codebook_weights: [4, 1, 1.5, 1]\n")
+    assert load_config([path]).train.codebook_weights == [4.0, 1.0, 1.5, 1.0]
+    assert load_config(None, ["train.codebook_weights=4,1,1,1"]).train.codebook_weights == [4.0, 1.0, 1.0, 1.0]
+    with pytest.raises(TokttsError, match="train.codebook_weights"):
+        load_config(None, ["train.codebook_weights=4,x"])
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("train.codebook_weights=4,1,1", "needs 2 weights"),
+    ("train.codebook_weights=0,0", "needs 2 weights"),
+    ("train.text_dropout=1.5", "train.text_dropout"),
+    ("train.self_sampling=-0.1", "train.self_sampling"),
+    ("model.input_dropout=1", "model.input_dropout"),
+    ("train.ctc_weight=-1", "train.ctc_weight"),
+])
+def test_training_levers_out_of_range(override, fragment):
+    from toktts.train import check_train_config
+
+    cfg = load_config(None, ["codec.n_codebooks=2", override])
+    with pytest.raises(TokttsError, match=fragment):
+        check_train_config(cfg)

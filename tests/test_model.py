@@ -231,3 +231,117 @@ def test_bf16_autocast_close_to_fp32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low, _ = model(text, text_lengths, tokens)
     assert (low.float() - ref).abs().max() < 0.1
+
+
+def test_codebook_weights_weigh_the_streams():
+    model = tiny()
+    text, text_lengths, tokens = batch(model)
+    logits, _ = model(text, text_lengths, tokens)
+    plain, per_stream, _ = model.loss(logits, tokens)
+    weighted, _, _ = model.loss(logits, tokens, [3.0, 1.0])
+    assert torch.allclose(plain, per_stream.mean())
+    assert torch.allclose(weighted, (3 * per_stream[0] + per_stream[1]) / 4)
+    # a zero weight takes a stream out of the gradient
+    logits = logits.detach().requires_grad_(True)
+    model.loss(logits, tokens, [1.0, 0.0])[0].backward()
+    assert logits.grad[:, :, 1].abs().max() == 0 and logits.grad[:, :, 0].abs().max() > 0
+
+
+def test_dropped_text_reads_only_the_no_text_memory():
+    model = tiny(unconditional=True)
+    with torch.no_grad():
+        model.null_memory.normal_()
+    text, text_lengths, tokens = batch(model)
+    other = torch.randint(1, 30, text.shape)
+    drop = torch.tensor([True, False])
+    a, _ = model(text, text_lengths, tokens, drop_text=drop)
+    b, _ = model(other, text_lengths, tokens, drop_text=drop)
+    assert torch.allclose(a[0], b[0], atol=1e-6)  # item 0 has no text: the text cannot matter
+    assert not torch.allclose(a[1], b[1], atol=1e-3)  # item 1 reads its text
+    with pytest.raises(ValueError, match="no 'no text' memory"):
+        tiny()(text, text_lengths, tokens, drop_text=drop)
+
+
+@pytest.mark.parametrize("scale", [0.0, 2.5])
+def test_guided_generation_equals_guided_full_recompute(scale):
+    """Greedy guided decoding over the KV cache picks, at every step, the argmax of
+    u + s (c - u) computed by full teacher-forced passes with and without the text."""
+    model = tiny(unconditional=True)
+    with torch.no_grad():
+        model.null_memory.normal_()
+    text, text_lengths, _ = batch(model)
+    out = model.generate(text, text_lengths, torch.tensor([6, 6]), temperature=0, cfg_scale=scale)
+    tokens = out["tokens"]  # (B, N, S)
+    B = len(text)
+    cond, _ = model(text, text_lengths, tokens)
+    uncond, _ = model(text, text_lengths, tokens, drop_text=torch.ones(B, dtype=torch.bool))
+    guided = uncond + scale * (cond - uncond)  # (B, S, N, V)
+    lay = model.layout
+    for s in range(tokens.shape[2]):
+        allowed = lay.allowed(s)
+        forced = lay.forced(s, torch.full((B,), -1))
+        best = guided[:, s].masked_fill(~allowed, float("-inf")).argmax(-1)  # (B, N)
+        free = forced < 0
+        stopped_before = (tokens[:, 0, :s] == lay.eos_id).any(1)[:, None]
+        check = free & ~stopped_before
+        assert torch.equal(best[check], tokens[:, :, s][check]), s
+
+
+def test_guided_sampling_is_reproducible_and_batch_independent():
+    model = tiny(unconditional=True, input_dropout=0.3)
+    text, text_lengths, _ = batch(model, B=3)
+    limits = torch.tensor([8, 8, 8])
+
+    def gens():
+        return [torch.Generator().manual_seed(7 + b) for b in range(3)]
+
+    a = model.generate(text, text_lengths, limits, temperature=1.0, generator=gens(), cfg_scale=2.0)
+    b = model.generate(text, text_lengths, limits, temperature=1.0, generator=gens(), cfg_scale=2.0)
+    assert torch.equal(a["tokens"], b["tokens"])
+    alone = model.generate(text[1:2], text_lengths[1:2], limits[1:2], temperature=1.0, generator=gens()[1:2],
+                           cfg_scale=2.0)
+    S = alone["tokens"].shape[2]
+    assert torch.equal(alone["tokens"][0], a["tokens"][1, :, :S])
+
+
+def test_input_dropout_stays_on_in_generation():
+    """The decoder's audio input is dropped at generation as in training (Tacotron's prenet):
+    two seeds give different greedy decodings, one seed the same."""
+    model = tiny(input_dropout=0.5)
+    text, text_lengths, _ = batch(model)
+    limits = torch.tensor([8, 8])
+
+    def run(seed):
+        g = torch.Generator().manual_seed(seed)
+        return model.generate(text, text_lengths, limits, temperature=0, generator=g)["tokens"]
+
+    assert torch.equal(run(1), run(1))
+    assert not torch.equal(run(1), run(2))
+
+
+def test_ctc_loss_reaches_the_decoder_and_skips_dropped_items():
+    model = tiny(ctc_head=True).train()
+    text, text_lengths, tokens = batch(model, T=12)
+    model(text, text_lengths, tokens)
+    steps = model.layout.n_steps(torch.tensor([12, 12]))
+    loss = model.ctc_loss(text, text_lengths, steps)
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    assert model.decoder.blocks[0].mlp[0].weight.grad.abs().max() > 0
+    model(text, text_lengths, tokens)
+    none = model.ctc_loss(text, text_lengths, steps, keep=torch.tensor([False, False]))
+    assert none.item() == 0
+
+
+def test_own_samples_keep_specials_and_shift_by_one():
+    from toktts.train import own_samples
+
+    model = tiny()
+    text, text_lengths, tokens = batch(model)
+    inputs = own_samples(model, {"text": text, "text_lengths": text_lengths, "tokens": tokens}, None)
+    expected = model.decoder_inputs(tokens)
+    assert inputs.shape == tokens.shape  # (B, N, S)
+    special = expected >= model.layout.pad_id
+    assert torch.equal(inputs[special], expected[special])
+    assert (inputs[~special] < model.layout.codebook_size).all()
+    assert model.training is False  # the model's mode is left as it was

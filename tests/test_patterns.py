@@ -110,3 +110,17 @@ def test_corrupt_replaces_codes_within_their_codebook(name):
     assert 0.3 * (1 - 1 / C) - 0.03 < changed[is_code].float().mean() < 0.3 * (1 - 1 / C) + 0.03
     everything = layout.corrupt(tokens, 1.0)
     assert (everything[is_code] != tokens[is_code]).float().mean() > 0.85
+
+
+def test_corrupt_with_a_replacement_takes_its_codes_and_keeps_specials():
+    lay = Layout("delay", 2, 16)
+    codes = torch.randint(0, 16, (2, 2, 10))
+    tokens = lay.tokens(codes, torch.tensor([10, 7]))
+    other = lay.tokens(torch.randint(0, 16, (2, 2, 10)), torch.tensor([10, 7]))
+    torch.manual_seed(0)
+    mixed = lay.corrupt(tokens, 1.0, replacement=other)
+    special = tokens >= lay.pad_id
+    assert torch.equal(mixed[special], tokens[special])
+    both = ~special & (other < lay.pad_id)
+    assert torch.equal(mixed[both], other[both])
+    assert torch.equal(lay.corrupt(tokens, 0.0, replacement=other), tokens)

@@ -218,3 +218,52 @@ def test_wall_clock_budget_and_gradient_accumulation(corpus, tmp_path):
     assert [h["step"] for h in history] == [1]  # stopped after the first step, far before max_steps
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000001"]  # saved on the way out
     assert (out / "model.safetensors").is_file()
+
+
+def test_fine_tune_with_every_lever_then_guided_say(trained, tmp_path):
+    """A model fine-tuned from `trained` on tokens of its own codec, with the "no text" memory,
+    CTC, self-sampling, codebook weights and input dropout; then spoken with guidance."""
+    base, overrides = trained
+    out = tmp_path / "tuned"
+    levers = dict(
+        overrides_for(overrides, out),
+        **{"data.codec_from": base, "train.init_from": base, "train.max_steps": 2, "train.text_dropout": 0.5,
+           "train.ctc_weight": 0.5, "train.self_sampling": 0.5, "train.codebook_weights": "4,1,1,1",
+           "model.input_dropout": 0.2, "generate.cfg_scale": 2.0},
+    )
+    new = [f"{k}={v}" for k, v in levers.items()]
+    proc = toktts("prepare", "--config", DEMO, *sets(new))
+    assert "reusing" not in proc.stderr  # its own cache: the tokens of the base model's codec
+    cfg = load_config([DEMO], new)
+    from toktts.data import cache_dir
+
+    assert (cache_dir(cfg) / "codec.safetensors").read_bytes() == (base / "codec.safetensors").read_bytes()
+    toktts("train", "--config", DEMO, *sets(new))
+    history = _history(out)
+    assert all(np.isfinite(h["loss"]) and h["ctc"] > 0 for h in history)
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model"]["unconditional"] and saved["model"]["ctc_head"]
+    assert saved["generate"]["cfg_scale"] == 2.0
+    wav = tmp_path / "g.wav"
+    toktts("say", "Hello there.", "--model", str(out), "-o", str(wav), "--seed", "3")
+    again = tmp_path / "g2.wav"
+    toktts("say", "Hello there.", "--model", str(out), "-o", str(again), "--seed", "3")
+    assert np.array_equal(sf.read(str(wav))[0], sf.read(str(again))[0])
+    # guidance needs the unconditional model: the base model has none
+    proc = toktts("say", "Hi.", "--model", str(base), "--cfg-scale", "2", "-o", str(tmp_path / "x.wav"), check=False)
+    assert proc.returncode == 2 and "text_dropout" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_init_from_a_model_of_another_size_is_one_clear_line(trained, tmp_path):
+    base, overrides = trained
+    new = [f"{k}={v}" for k, v in dict(overrides_for(overrides, tmp_path / "x"), **{
+        "train.init_from": base, "model.dec_dim": 64}).items()]
+    proc = toktts("train", "--config", DEMO, *sets(new), check=False)
+    assert proc.returncode == 2 and "does not fit this model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def overrides_for(overrides: list[str], out: Path) -> dict[str, str]:
+    """The fixture's `--set` values as a dict, writing to `out`."""
+    settings = dict(item.split("=", 1) for item in overrides)
+    settings["train.output_dir"] = str(out)
+    return settings

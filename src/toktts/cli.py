@@ -22,6 +22,8 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default: the model's)")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--cfg-scale", type=float, default=None,
+                   help="classifier-free guidance, 1 = off (default: the model's)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
@@ -87,7 +89,7 @@ def cmd_say(args) -> None:
     text = _read_text(args)
     tts = TTS.from_pretrained(args.model, device=args.device)
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                   retries=args.retries, verify=args.verify)
+                   retries=args.retries, verify=args.verify, cfg_scale=args.cfg_scale)
     if args.stream:
         _say_stream(tts, text, options)
         return
@@ -132,7 +134,7 @@ def cmd_evaluate(args) -> None:
     metrics = evaluate(
         args.model, args.corpus, split=args.split, limit=args.limit, out_dir=args.out, asr=args.asr,
         seed=args.seed, batch_size=args.batch_size, device=args.device, asr_jobs=args.asr_jobs,
-        sampling=dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p),
+        sampling=dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg_scale),
     )
     print(format_summary(metrics))
 
@@ -222,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default: the model's)")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance, 1 = off (default: the model's)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default=None)
     p.add_argument("--asr-jobs", type=int, default=None)

@@ -53,6 +53,9 @@ class DataConfig:
     max_text_chars: int = 400
     noise_copies: int = 0  # extra copies of each training utterance with white noise added
     noise_snr_db: float = 30.0
+    # A model directory whose fitted mel codec prepare uses instead of fitting one: the tokens
+    # must be that model's own to fine-tune it (train.init_from).
+    codec_from: str = ""
     encode_batch_seconds: float = 60.0  # audio per codec batch during prepare on a GPU (CPU: one per call)
     shard_size: int = 512  # utterances per cache shard (resume granularity)
 
@@ -70,6 +73,11 @@ class ModelConfig:
     dec_dim: int = 256
     ff_mult: int = 4
     dropout: float = 0.1
+    # Dropout on the decoder's audio input, kept on at generation (Tacotron's prenet): a noisy
+    # past makes the decoder read the text for what comes next.
+    input_dropout: float = 0.0
+    unconditional: bool = False  # a learned "no text" memory for classifier-free guidance
+    ctc_head: bool = False  # a head from decoder states to characters (train.ctc_weight)
     text_vocab_size: int = 0  # set from toktts.text
     n_codebooks: int = 0  # set from the codec
     codebook_size: int = 0  # set from the codec
@@ -102,6 +110,17 @@ class TrainConfig:
     # the decoder learns to read the text rather than trust its own past, which at generation
     # time is sampled and imperfect (exposure bias).
     input_noise: float = 0.0
+    # Fraction of the decoder's input codes replaced by the model's own samples from a no-grad
+    # teacher-forced pass (parallel scheduled sampling): the errors it will build on when free.
+    self_sampling: float = 0.0
+    # Loss weight of each codebook (empty: all 1). Codebook 0 carries the words.
+    codebook_weights: list[float] = field(default_factory=list)
+    # Fraction of utterances trained without their text (the learned "no text" memory):
+    # the unconditional model that classifier-free guidance (generate.cfg_scale) needs.
+    text_dropout: float = 0.0
+    # Weight of a CTC loss making the decoder's last states spell the text they speak.
+    ctc_weight: float = 0.0
+    init_from: str = ""  # a model directory whose weights start a new run (fine-tuning)
     eval_every: int = 250
     eval_batches: int = 8
     save_every: int = 250
@@ -127,6 +146,9 @@ class GenerateConfig:
     chunk_chars: int = 0
     batch_size: int = 8  # chunks generated together
     retries: int = 2  # new seeds for a chunk that runs away or comes out mostly silent
+    # Classifier-free guidance: logits u + s (c - u) from the text-conditioned (c) and "no text"
+    # (u) passes, batched in one decoder step; 1 = off. Needs a model trained with text_dropout.
+    cfg_scale: float = 1.0
 
 
 @dataclass
@@ -174,6 +196,12 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
+    elif origin is list:
+        (item,) = typing.get_args(typ)
+        if isinstance(value, str):  # --set train.codebook_weights=4,1,1,1
+            value = [v for v in value.split(",") if v.strip()]
+        if isinstance(value, (list, tuple)):
+            return [_coerce(v, item, key) for v in value]
     elif typ is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

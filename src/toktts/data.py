@@ -73,10 +73,24 @@ def _cache_key(cfg: Config, corpus: Path) -> str:
         "corpus": str(corpus.resolve()),
         "metadata": [stat.st_size, stat.st_mtime_ns],
         "codec": {k: v for k, v in asdict(cfg.codec).items() if k != "griffin_lim_iters"},
+        "codec_from": _codec_from(cfg) and hashlib.sha1(_codec_from(cfg).read_bytes()).hexdigest(),
         "data": [d.normalize, d.val_size, d.val_ids, d.split_seed, d.clip_seconds, d.min_seconds,
                  d.max_seconds, d.max_text_chars, d.noise_copies, d.noise_snr_db],
     }
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _codec_from(cfg: Config) -> Path | None:
+    """The fitted mel codec file of data.codec_from, or None when it is not set."""
+    if not cfg.data.codec_from:
+        return None
+    path = Path(cfg.data.codec_from) / "codec.safetensors"
+    if cfg.codec.name != "mel" or not path.is_file():
+        raise TokttsError(
+            f"data.codec_from {cfg.data.codec_from!r} holds no fitted mel codec (codec.safetensors); "
+            "give the model directory of a mel-codec model or leave it empty"
+        )
+    return path
 
 
 def cache_dir(cfg: Config) -> Path:
@@ -240,6 +254,9 @@ def prepare(cfg: Config, progress: bool = True, device: str = "cpu") -> Path:
     if not train:
         raise TokttsError(f"corpus {cfg.data.corpus!r} has no usable training utterances")
 
+    if (source := _codec_from(cfg)) is not None and not (root / "codec.safetensors").is_file():
+        with _cache_writing(root):
+            write_atomic(root / "codec.safetensors", source.read_bytes())
     codec = build_codec(cfg.codec, root if (root / "codec.safetensors").is_file() else None).to(device)
     if cfg.codec.name == "mel" and not codec.is_fitted:
         fit_counts = _new_counts()

@@ -538,9 +538,9 @@ def evaluate(
     engine = make_asr(asr, str(resolve_device(device)), asr_jobs)  # a missing ASR model fails before any long work
     tts = TTS.from_pretrained(model_dir, device=device)
     overrides = {k: v for k, v in (sampling or {}).items() if v is not None}
-    unknown = set(overrides) - {"temperature", "top_k", "top_p"}
+    unknown = set(overrides) - {"temperature", "top_k", "top_p", "cfg_scale"}
     if unknown:
-        raise TokttsError(f"unknown sampling setting(s) {sorted(unknown)}; use temperature, top_k, top_p")
+        raise TokttsError(f"unknown sampling setting(s) {sorted(unknown)}; use temperature, top_k, top_p, cfg_scale")
     tts.cfg.generate = replace(tts.cfg.generate, **overrides)
     rows, rule = split_rows(corpus_dir, split, tts.cfg)
     skipped = {"missing_wav": 0, "nothing_to_say": 0}
@@ -579,7 +579,8 @@ def evaluate(
     metrics = _metrics(sentences, timing, {
         "model": str(model_dir) if model_dir else "bundled voice", "corpus": str(corpus_dir), "split": split,
         "split_rule": rule, "asr": engine.name, "seed": seed, "batch_size": batch_size, "device": str(tts.device),
-        "sampling": {k: getattr(tts.cfg.generate, k) for k in ("temperature", "top_k", "top_p", "max_seconds")},
+        "sampling": {k: getattr(tts.cfg.generate, k)
+                     for k in ("temperature", "top_k", "top_p", "cfg_scale", "max_seconds")},
         "skipped": skipped, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
     metrics["totals"]["wall_seconds"] = round(time.perf_counter() - started, 2)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import logging
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -217,6 +218,7 @@ class TTS:
         max_seconds: float | None = None,
         need_weights: bool = False,
         steps: bool = False,
+        cfg_scale: float | None = None,
     ) -> tuple[list[str], Any]:
         """Normalise and batch the texts and sample their codec tokens (no audio decoding).
 
@@ -225,9 +227,15 @@ class TTS:
         `steps` an iterator over its `Progress` after each decoder step."""
         g = replace(
             self.cfg.generate,
-            **{k: v for k, v in dict(temperature=temperature, top_k=top_k, top_p=top_p).items() if v is not None},
+            **{k: v for k, v in dict(temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale).items()
+               if v is not None},
         )
-        _check_sampling(g.temperature, g.top_k, g.top_p)
+        _check_sampling(g.temperature, g.top_k, g.top_p, g.cfg_scale)
+        if g.cfg_scale != 1.0 and self.model.null_memory is None:
+            raise TokttsError(
+                f"cfg_scale {g.cfg_scale} needs a model trained with train.text_dropout > 0; this one was not: "
+                "use cfg_scale=1"
+            )
         seed = g.seed if seed is None else seed
         spoken = [self.prepare_text(t) for t in texts]
         text, lengths = self._text_batch(spoken)
@@ -238,7 +246,7 @@ class TTS:
             generator = None if seed is None or isinstance(seed, (list, tuple)) else torch.Generator(self.device).manual_seed(int(seed))
         args = (text, lengths, limits.to(self.device))
         kwargs = dict(temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, generator=generator,
-                      need_weights=need_weights)
+                      need_weights=need_weights, cfg_scale=g.cfg_scale)
         if steps:
             return spoken, self._steps(args, kwargs)
         with autocast(self.device, self.precision), num_threads(self.generate_threads):
@@ -310,7 +318,7 @@ class _Run:
 
     def __init__(self, tts: TTS, jobs: list[_Job], sampling: dict, retries: int | None, verify: bool,
                  live: bool, progress: bool, should_stop: Callable[[], bool] | None = None):
-        unknown = set(sampling) - {"temperature", "top_k", "top_p", "seed", "max_seconds"}
+        unknown = set(sampling) - {"temperature", "top_k", "top_p", "seed", "max_seconds", "cfg_scale"}
         if unknown:
             raise TokttsError(f"unknown synthesis option(s) {sorted(unknown)}; use temperature, top_k, top_p, seed, "
                               "max_seconds, retries, verify")
@@ -474,13 +482,15 @@ def _result(audio: np.ndarray, rate: int, reports: list[dict]) -> dict[str, Any]
     }
 
 
-def _check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+def _check_sampling(temperature: float, top_k: int, top_p: float, cfg_scale: float = 1.0) -> None:
     if temperature < 0:
         raise TokttsError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if top_k < 0:
         raise TokttsError(f"top_k must be >= 0 (0 = off), got {top_k}")
     if not 0 < top_p <= 1:
         raise TokttsError(f"top_p must be in (0, 1], got {top_p}")
+    if not (math.isfinite(cfg_scale) and 0 <= cfg_scale <= 10):
+        raise TokttsError(f"cfg_scale must be in [0, 10] (1 = no guidance), got {cfg_scale}")
 
 
 def _download_from_hub(repo_id: str) -> Path:

@@ -154,12 +154,16 @@ class Decoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.dec_dim)
         self.head = nn.Linear(cfg.dec_dim, self.n_streams * self.vocab_size)  # all streams in one matmul
         self.drop = nn.Dropout(cfg.dropout)
+        self.input_dropout = cfg.input_dropout
         self.register_buffer("stream_offset", torch.arange(self.n_streams) * self.vocab_size, persistent=False)
 
-    def embed_tokens(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """(B, N, S) ids -> (B, S, D): the sum of the N streams' embeddings, plus positions."""
+    def embed_tokens(self, tokens: torch.Tensor, offset: int = 0, generator=None) -> torch.Tensor:
+        """(B, N, S) ids -> (B, S, D): the sum of the N streams' embeddings, plus positions.
+        `input_dropout` applies in training and generation alike (`generator` draws its mask)."""
         B, N, S = tokens.shape
         x = self.embed(tokens + self.stream_offset[None, :, None]).sum(1)  # (B, S, D)
+        if self.input_dropout > 0:
+            x = x * keep_mask(x.shape, self.input_dropout, x.device, generator).to(x.dtype)
         return self.drop(x + self.pos_scale * sinusoids(S, x.shape[-1], offset, device=x.device))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -184,6 +188,7 @@ class Decoder(nn.Module):
             x = x + blk.mlp(blk.norm3(x))
             if w is not None:
                 weights.append(w)
+        self.last_hidden = x  # (B, S, D): what the CTC head reads
         return self.logits(x), weights
 
     def start(self, memory: torch.Tensor, text_mask: torch.Tensor, max_steps: int) -> DecoderCache:
@@ -201,10 +206,10 @@ class Decoder(nn.Module):
         return cache
 
     def step(
-        self, tokens: torch.Tensor, cache: DecoderCache, pos: int, need_weights: bool = False
+        self, tokens: torch.Tensor, cache: DecoderCache, pos: int, need_weights: bool = False, generator=None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One incremental step: (B, N, 1) inputs at position `pos` -> (B, 1, N, V) logits."""
-        x = self.embed_tokens(tokens, offset=pos)
+        x = self.embed_tokens(tokens, offset=pos, generator=generator)
         weights = []
         for i, blk in enumerate(self.blocks):
             h = blk.norm1(x)
@@ -250,6 +255,10 @@ class TokTTS(nn.Module):
         self.layout = Layout(cfg.layout, cfg.n_codebooks, cfg.codebook_size)
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg, self.layout)
+        # The memory of "no text" (one position) that classifier-free guidance contrasts with.
+        self.null_memory = nn.Parameter(torch.zeros(1, 1, cfg.enc_dim)) if cfg.unconditional else None
+        # Decoder states -> characters (id 0, the padding id, is CTC's blank).
+        self.ctc = nn.Linear(cfg.dec_dim, cfg.text_vocab_size) if cfg.ctc_head else None
         self.apply(self._init)
         # GPT-2 style: scale the residual projections down with depth.
         for name, p in self.named_parameters():
@@ -266,6 +275,26 @@ class TokTTS(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def encode(
+        self, text: torch.Tensor, text_lengths: torch.Tensor, drop_text: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) text, (B,) lengths -> (B, L, D_enc) memory and (B, L) bool mask. Items where
+        `drop_text` (B,) is True get the "no text" memory instead (one valid position)."""
+        text_mask = torch.arange(text.shape[1], device=text.device)[None] < text_lengths[:, None]
+        memory = self.encoder(text, text_mask)
+        if drop_text is not None:
+            if self.null_memory is None:
+                raise ValueError("this model has no 'no text' memory (model.unconditional is off)")
+            first = torch.arange(text.shape[1], device=text.device)[None] == 0  # (1, L)
+            memory = torch.where(drop_text[:, None, None], self.null_memory.to(memory.dtype), memory)
+            text_mask = torch.where(drop_text[:, None], first, text_mask)
+        return memory, text_mask
+
+    def decoder_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, S) targets -> (B, N, S) decoder inputs: BOS, then the targets shifted by one."""
+        bos = torch.full_like(tokens[:, :, :1], self.layout.bos_id)
+        return torch.cat([bos, tokens[:, :, :-1]], dim=2)
+
     def forward(
         self,
         text: torch.Tensor,
@@ -273,21 +302,26 @@ class TokTTS(nn.Module):
         tokens: torch.Tensor,
         attn_layers: int = 0,
         input_noise: float = 0.0,
+        inputs: torch.Tensor | None = None,
+        drop_text: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(B, L) text, (B,) lengths, (B, N, S) target tokens -> (B, S, N, V) logits predicting
-        `tokens` (the decoder input is BOS + tokens[..., :-1]) and cross-attention weights.
-        `input_noise` replaces that fraction of the input codes by random ones (training)."""
-        text_mask = torch.arange(text.shape[1], device=text.device)[None] < text_lengths[:, None]
-        memory = self.encoder(text, text_mask)
-        bos = torch.full_like(tokens[:, :, :1], self.layout.bos_id)
-        inputs = torch.cat([bos, tokens[:, :, :-1]], dim=2)
+        `tokens` and cross-attention weights. The decoder reads `inputs` (default: BOS + tokens
+        shifted by one), of which `input_noise` of the codes are replaced by random ones
+        (training); `drop_text` (B,) bool items read the "no text" memory."""
+        memory, text_mask = self.encode(text, text_lengths, drop_text)
+        if inputs is None:
+            inputs = self.decoder_inputs(tokens)
         if input_noise > 0:
             inputs = self.layout.corrupt(inputs, input_noise)
         return self.decoder(inputs, memory, text_mask, attn_layers)
 
-    def loss(self, logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mean cross-entropy per stream (PAD targets ignored), averaged over streams.
-        Returns (loss, per-stream loss (N,), per-stream accuracy (N,))."""
+    def loss(
+        self, logits: torch.Tensor, tokens: torch.Tensor, weights: list[float] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy per stream (PAD targets ignored), averaged over streams with
+        `weights` (one per stream; default equal). Returns (loss, per-stream loss (N,),
+        per-stream accuracy (N,))."""
         B, S, N, V = logits.shape
         target = tokens.transpose(1, 2)  # (B, S, N)
         valid = target != self.layout.pad_id
@@ -296,7 +330,30 @@ class TokTTS(nn.Module):
         per_stream = (ce * valid).sum((0, 1)) / count
         correct = (logits.argmax(-1) == target) & valid
         accuracy = correct.sum((0, 1)) / count
-        return per_stream.mean(), per_stream.detach(), accuracy.detach()
+        if weights:
+            w = torch.tensor(weights, dtype=per_stream.dtype, device=per_stream.device)
+            loss = (per_stream * w).sum() / w.sum()
+        else:
+            loss = per_stream.mean()
+        return loss, per_stream.detach(), accuracy.detach()
+
+    def ctc_loss(
+        self, text: torch.Tensor, text_lengths: torch.Tensor, step_lengths: torch.Tensor,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """CTC of the text (B, L) from the last teacher-forced pass's decoder states over each
+        item's (B,) steps: the decoder must know which characters it is speaking. `keep` (B,)
+        bool selects the items that count (those that read their text)."""
+        log_probs = self.ctc(self.decoder.last_hidden).float().log_softmax(-1)  # (B, S, V_text)
+        if keep is not None:
+            log_probs, text, text_lengths, step_lengths = (
+                log_probs[keep], text[keep], text_lengths[keep], step_lengths[keep]
+            )
+        if len(text) == 0:
+            return log_probs.sum() * 0
+        return F.ctc_loss(
+            log_probs.transpose(0, 1), text, step_lengths, text_lengths, blank=0, reduction="mean", zero_infinity=True
+        )
 
     @torch.inference_mode()
     def predict(self, text: torch.Tensor, text_lengths: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -333,18 +390,24 @@ class TokTTS(nn.Module):
         top_p: float = 1.0,
         generator: torch.Generator | list[torch.Generator | None] | None = None,
         need_weights: bool = False,
+        cfg_scale: float = 1.0,
     ) -> Iterator["Progress"]:
         """Decode one step at a time, yielding the `Progress` after each (streaming reads it).
 
         `max_steps` (B,) is each item's limit: stream 0 must emit EOS before that step.
         `generator` is one for the batch or one per item; per-item generators make an item's
-        tokens independent of what it is batched with."""
+        tokens independent of what it is batched with. `cfg_scale` != 1 guides the logits away
+        from the "no text" model's: u + s (c - u), both rows in one batched decoder step."""
         layout, device = self.layout, text.device
         B = text.shape[0]
         # EOS may come up to step max_steps - 1; the delay layout then needs K - 1 more steps.
         S_max = int(max_steps.max()) + layout.tail
-        text_mask = torch.arange(text.shape[1], device=device)[None] < text_lengths[:, None]
-        memory = self.encoder(text, text_mask)
+        guided = cfg_scale != 1.0
+        if guided:  # rows B.. are the same items without their text
+            drop = torch.arange(2 * B, device=device) >= B
+            memory, text_mask = self.encode(text.repeat(2, 1), text_lengths.repeat(2), drop)
+        else:
+            memory, text_mask = self.encode(text, text_lengths)
         cache = self.decoder.start(memory, text_mask, S_max)
         n_masks = layout.n_codebooks if layout.name == "flatten" else 1
         masks = [layout.allowed(s, device) for s in range(n_masks)]
@@ -353,10 +416,15 @@ class TokTTS(nn.Module):
         prev = torch.full((B, layout.n_streams, 1), layout.bos_id, dtype=torch.long, device=device)
         attn = []
         for s in range(S_max):
-            logits, w = self.decoder.step(prev, cache, s, need_weights=need_weights)
+            logits, w = self.decoder.step(
+                prev.repeat(2, 1, 1) if guided else prev, cache, s, need_weights=need_weights, generator=generator
+            )
             if need_weights:
-                attn.append(w[0])
-            logits = logits[:, 0].float()  # (B, N, V)
+                attn.append(w[0][:B])
+            logits = logits[:, 0].float()  # (B, N, V), or (2B, N, V) guided
+            if guided:
+                cond, uncond = logits[:B], logits[B:]
+                logits = uncond + cfg_scale * (cond - uncond)
             logits = logits.masked_fill(~masks[s % n_masks], float("-inf"))
             tok = sample(logits, temperature, top_k, top_p, generator)  # (B, N)
             forced = layout.forced(s, eos_step)
@@ -425,6 +493,20 @@ def sample(
     if isinstance(generator, (list, tuple)):
         return torch.stack([_multinomial(p, g) for p, g in zip(probs, generator, strict=True)])
     return _multinomial(probs, generator)
+
+
+def keep_mask(
+    shape: tuple[int, ...], p: float, device, generator: torch.Generator | list[torch.Generator | None] | None = None
+) -> torch.Tensor:
+    """A dropout mask (B, ...) of 0 and 1 / (1 - p), drawn from `generator` (one for the batch or
+    one per item, as in `sample`); rows beyond the generators' (a guided batch) repeat them."""
+    if isinstance(generator, (list, tuple)):
+        rows = [torch.rand(shape[1:], device=device, generator=g) for g in generator]
+        u = torch.stack(rows)
+        u = u.repeat(shape[0] // len(rows), *([1] * (len(shape) - 1)))
+    else:
+        u = torch.rand(shape, device=device, generator=generator)
+    return (u >= p).float() / (1 - p)
 
 
 def _multinomial(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

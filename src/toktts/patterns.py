@@ -130,12 +130,18 @@ class Layout:
         first = torch.where(is_eos.any(1), is_eos.float().argmax(1), head.shape[1])
         return first if self.name == "delay" else first // self.n_codebooks
 
-    def corrupt(self, tokens: torch.Tensor, fraction: float) -> torch.Tensor:
+    def corrupt(
+        self, tokens: torch.Tensor, fraction: float, replacement: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Replace about `fraction` of the codes in (B, N, S) tokens by uniformly random codes
-        of the same codebook (special ids are kept). Uses the global torch RNG."""
+        of the same codebook, or by the codes of `replacement` (B, N, S) at those places (special
+        ids are kept either way). Uses the global torch RNG."""
         C = self.codebook_size
         is_code = tokens < self.pad_id  # the special ids follow the codes
         hit = is_code & (torch.rand(tokens.shape, device=tokens.device) < fraction)
+        if replacement is not None:
+            hit = hit & (replacement < self.pad_id)
+            return torch.where(hit, replacement, tokens)
         # A code id is codebook * C + code in both layouts (the codebook is 0 for delay).
         noise = tokens // C * C + torch.randint_like(tokens, C)
         return torch.where(hit, noise, tokens)

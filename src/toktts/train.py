@@ -22,7 +22,9 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from toktts.checkpoint import checkpoint_dirs, load_latest_checkpoint, save_checkpoint, save_model_dir, unwrap
+from toktts.checkpoint import (
+    checkpoint_dirs, load_latest_checkpoint, load_model_dir, save_checkpoint, save_model_dir, unwrap,
+)
 from toktts.codecs import build_codec
 from toktts.config import Config
 from toktts.data import TokenDataset, bucket_batches, cache_dir, collate
@@ -40,7 +42,33 @@ def complete_model_config(cfg: Config) -> Config:
     cfg.model.text_vocab_size = len(VOCAB)
     cfg.model.n_codebooks = cfg.codec.n_codebooks
     cfg.model.codebook_size = cfg.codec.codebook_size
+    # The parts some training losses need: kept once made (a fine-tune may turn the loss off).
+    cfg.model.unconditional = cfg.model.unconditional or cfg.train.text_dropout > 0
+    cfg.model.ctc_head = cfg.model.ctc_head or cfg.train.ctc_weight > 0
     return cfg
+
+
+def check_train_config(cfg: Config) -> None:
+    """One clear line for a training setting out of its range."""
+    t = cfg.train
+    fractions = {"input_noise": t.input_noise, "self_sampling": t.self_sampling, "text_dropout": t.text_dropout}
+    for name, value in fractions.items():
+        if not 0 <= value < 1:
+            raise TokttsError(f"train.{name} is a fraction, got {value}; use 0 to 0.5")
+    if not 0 <= cfg.model.input_dropout < 1:
+        raise TokttsError(f"model.input_dropout is a fraction, got {cfg.model.input_dropout}; use 0 to 0.5")
+    if t.ctc_weight < 0:
+        raise TokttsError(f"train.ctc_weight must be >= 0, got {t.ctc_weight}")
+    if t.codebook_weights:
+        n = cfg.codec.n_codebooks
+        if cfg.model.layout != "delay":
+            raise TokttsError("train.codebook_weights needs model.layout=delay (one stream per codebook)")
+        if len(t.codebook_weights) != n or min(t.codebook_weights) < 0 or sum(t.codebook_weights) <= 0:
+            raise TokttsError(
+                f"train.codebook_weights needs {n} weights >= 0 (one per codebook), got {t.codebook_weights}"
+            )
+    if t.self_sampling > 0 and cfg.model.layout != "delay":
+        raise TokttsError("train.self_sampling needs model.layout=delay")
 
 
 def lr_at(step: int, cfg: Config) -> float:
@@ -81,24 +109,57 @@ class StepStats:
     ce: float
     guide: float
     frames: int
+    ctc: float = 0.0
+
+
+@torch.no_grad()
+def own_samples(model: TokTTS, batch: dict, drop_text: torch.Tensor | None) -> torch.Tensor:
+    """(B, N, S) decoder inputs in which every code is the model's own sample given the true past
+    (one teacher-forced pass without gradients; delay layout): what it will read when free."""
+    tokens, layout = batch["tokens"], model.layout
+    was_training = model.training
+    model.eval()
+    logits, _ = model(batch["text"], batch["text_lengths"], tokens, drop_text=drop_text)  # (B, S, N, V)
+    model.train(was_training)
+    codes = logits[..., : layout.codebook_size].float().softmax(-1)
+    sampled = torch.multinomial(codes.reshape(-1, codes.shape[-1]), 1).view(codes.shape[:-1])  # (B, S, N)
+    sampled = torch.where(tokens < layout.pad_id, sampled.transpose(1, 2), tokens)  # specials kept
+    return model.decoder_inputs(sampled)
 
 
 def train_step(model, batch: dict, cfg: Config, accelerator: Accelerator) -> StepStats:
     t = cfg.train
+    core = unwrap(model)
     guided = t.guided_attn_layers if t.guided_attn_weight > 0 else 0
+    B = batch["text"].shape[0]
+    drop_text = torch.rand(B, device=batch["text"].device) < t.text_dropout if t.text_dropout > 0 else None
     with accelerator.autocast():
+        inputs = None
+        if t.self_sampling > 0:
+            own = own_samples(core, batch, drop_text)
+            inputs = core.layout.corrupt(core.decoder_inputs(batch["tokens"]), t.self_sampling, replacement=own)
         logits, weights = model(
-            batch["text"], batch["text_lengths"], batch["tokens"], attn_layers=guided, input_noise=t.input_noise
+            batch["text"], batch["text_lengths"], batch["tokens"], attn_layers=guided, input_noise=t.input_noise,
+            inputs=inputs, drop_text=drop_text,
         )
-        ce, _, _ = unwrap(model).loss(logits, batch["tokens"])
+        ce, _, _ = core.loss(logits, batch["tokens"], t.codebook_weights or None)
         loss = ce
         guide = torch.zeros(())
+        steps = core.layout.n_steps(batch["frames"])  # (B,) decoder steps, EOS included
+        keep = None if drop_text is None else ~drop_text  # the items that read their text
         if guided:
-            steps = unwrap(model).layout.n_steps(batch["frames"])  # (B,) decoder steps, EOS included
-            guide = guided_attention_loss(weights, batch["text_lengths"], steps, t.guided_attn_sigma)
-            loss = ce + t.guided_attn_weight * guide
+            if keep is not None:
+                weights = [w[keep] for w in weights]
+            if keep is None or keep.any():
+                sub = (lambda x: x) if keep is None else (lambda x: x[keep])
+                guide = guided_attention_loss(weights, sub(batch["text_lengths"]), sub(steps), t.guided_attn_sigma)
+                loss = loss + t.guided_attn_weight * guide
+        ctc = torch.zeros(())
+        if t.ctc_weight > 0:
+            ctc = core.ctc_loss(batch["text"], batch["text_lengths"], steps, keep)
+            loss = loss + t.ctc_weight * ctc
     accelerator.backward(loss)
-    return StepStats(loss.item(), ce.item(), guide.item(), int(batch["frames"].sum()))
+    return StepStats(loss.item(), ce.item(), guide.item(), int(batch["frames"].sum()), ctc.item())
 
 
 @torch.no_grad()
@@ -123,6 +184,23 @@ def evaluate(model: TokTTS, dataset: TokenDataset, cfg: Config, device, accelera
     out = {"val/loss": sum(l * w for l, w in zip(losses, weights)) / total}
     out.update({f"val/acc_{n}": float(a) for n, a in enumerate(acc)})
     return out
+
+
+def init_weights(model: TokTTS, directory: str) -> None:
+    """Start from a model directory's weights (fine-tuning). Parts the new config adds (the
+    "no text" memory, the CTC head) keep their fresh initialisation; any other difference is an
+    error naming the first mismatching tensor."""
+    source, _, _ = load_model_dir(directory)
+    ours, theirs = model.state_dict(), source.state_dict()
+    for name, tensor in theirs.items():
+        if name not in ours or ours[name].shape != tensor.shape:
+            raise TokttsError(
+                f"train.init_from {directory!r} does not fit this model ({name}: "
+                f"{tuple(tensor.shape)} vs {tuple(ours[name].shape) if name in ours else 'absent'}); "
+                "use the same model sizes and codec as that model"
+            )
+    model.load_state_dict(theirs, strict=False)
+    log.info("weights from %s (%d tensors; %d new)", directory, len(theirs), len(ours) - len(theirs))
 
 
 def _truncate_history(path: Path, step: int) -> None:
@@ -153,8 +231,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
         raise TokttsError(f"train.precision must be bf16, fp16 or fp32, got {t.precision!r}")
     if precision == "fp16" and not torch.cuda.is_available():
         raise TokttsError("train.precision=fp16 needs a GPU; use bf16 (fast on AMX CPUs) or fp32")
-    if not 0 <= t.input_noise < 1:
-        raise TokttsError(f"train.input_noise is a fraction of the input codes, got {t.input_noise}; use 0 to 0.5")
+    check_train_config(cfg)
     root = cache_dir(cfg)
     if not (root / "manifest.json").is_file():
         raise TokttsError(f"no token cache for this config at {str(root)!r}; run `toktts prepare` with the same config first")
@@ -191,6 +268,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
     )
     step = 0
     resumed = load_latest_checkpoint(out_dir, model, optimizer) if resume else None
+    if t.init_from and resumed is None:
+        init_weights(model, t.init_from)
     if resume and resumed is None:
         log.warning("--resume: no complete checkpoint in %s; starting from scratch", out_dir)
     if resumed is not None:
@@ -247,6 +326,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
                 "ce": sum(s.ce for s in stats) / len(stats),
                 "guide": sum(s.guide for s in stats) / len(stats),
             }
+            if t.ctc_weight > 0:
+                record["ctc"] = sum(s.ctc for s in stats) / len(stats)
             if step % t.log_every == 0 or step == 1:
                 elapsed = time.monotonic() - window_start
                 record["frames_per_s"] = frames_seen / max(elapsed, 1e-9)
