@@ -18,7 +18,7 @@ from toktts.audio import load_audio, write_wav
 from toktts.codecs import build_codec
 from toktts.config import load_config
 from toktts.corpus import read_corpus
-from toktts.evaluate import PocketSphinx, error_rates, score_text
+from toktts.asr import PocketSphinx, error_rates, score_text
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ import torch
 
 from toktts import TTS
 from toktts.audio import load_audio
-from toktts.evaluate import PocketSphinx, error_rates, resynthesize_and_teacher_force, score_text, split_rows
+from toktts.asr import PocketSphinx, error_rates, score_text
+from toktts.evaluate import resynthesize_and_teacher_force, split_rows
 
 
 def teacher_forced_cer(model_dir: str, corpus: str, limit: int, asr: PocketSphinx, batch: int = 8) -> tuple[float, float]:

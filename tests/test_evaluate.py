@@ -19,7 +19,8 @@ import torch
 from toktts.config import load_config
 from toktts.corpus import packaged_transcripts, read_corpus, synth_corpus
 from toktts.errors import TokttsError
-from toktts.evaluate import KINDS, evaluate, format_summary, score_text, split_rows
+from toktts.asr import score_text
+from toktts.evaluate import KINDS, evaluate, format_summary, split_rows
 
 ROOT = Path(__file__).parent.parent
 DEMO = str(ROOT / "configs" / "demo.yaml")

@@ -177,7 +177,27 @@ def test_verify_transcribes_each_chunk(tts):
     assert chunk["retries"] == (1 if first["cer"] > inference.VERIFY_MAX_CER else 0)
 
 
+def test_best_of_keeps_the_take_the_asr_hears_best(tts):
+    """N takes (seeds s, s + stride, ...) in one batch; the kept one is the take with the lowest
+    CER among them, each take being what tts() gives for its seed alone."""
+    text = "The quick brown fox jumps over the lazy dog."
+    out = tts(text, seed=4, best_of=3, retries=0)
+    chunk = out["chunks"][0]
+    takes = [tts(text, seed=4 + j * inference.RETRY_SEED_STRIDE, verify=True, retries=0)["chunks"][0]
+             for j in range(3)]
+    best = min(takes, key=lambda t: (t["stop_reason"] != "eos", t["cer"]))
+    assert chunk["cer"] == best["cer"] and chunk["seed"] == best["seed"]
+    assert torch.equal(chunk["codes"], best["codes"])
+    # the stream gives the same audio
+    streamed = np.concatenate(list(tts.stream(text, seed=4, best_of=3, retries=0)))
+    np.testing.assert_allclose(streamed, out["audio"], atol=1e-6)
+
+
 def test_bad_options_are_clear_errors(tts):
+    with pytest.raises(inference.TokttsError, match="best_of must be"):
+        tts("Hi.", best_of=0)
+    with pytest.raises(inference.TokttsError, match="cfg_scale"):
+        tts("Hi.", cfg_scale=float("nan"))
     with pytest.raises(inference.TokttsError, match="retries must be >= 0"):
         tts("Hi.", retries=-1)
     with pytest.raises(inference.TokttsError, match="unknown synthesis option"):

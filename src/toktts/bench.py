@@ -17,11 +17,10 @@ these functions to compare toktts with the seed project's architecture.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch

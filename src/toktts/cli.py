@@ -89,7 +89,7 @@ def cmd_say(args) -> None:
     text = _read_text(args)
     tts = TTS.from_pretrained(args.model, device=args.device)
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                   retries=args.retries, verify=args.verify, cfg_scale=args.cfg_scale)
+                   retries=args.retries, verify=args.verify, cfg_scale=args.cfg_scale, best_of=args.best_of)
     if args.stream:
         _say_stream(tts, text, options)
         return
@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write raw 16-bit mono PCM to stdout as it is generated (pipe it to aplay/sox)")
     p.add_argument("--retries", type=int, default=None,
                    help="new tries for a chunk that runs away or is mostly silent (default: the model's)")
+    p.add_argument("--best-of", type=int, default=None, metavar="N",
+                   help="speak every chunk N times in one batch and keep the take pocketsphinx hears best")
     p.add_argument("--verify", action="store_true",
                    help="also retry chunks whose pocketsphinx transcript misses over half the characters")
     _sampling_args(p)

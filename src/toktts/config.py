@@ -149,6 +149,9 @@ class GenerateConfig:
     # Classifier-free guidance: logits u + s (c - u) from the text-conditioned (c) and "no text"
     # (u) passes, batched in one decoder step; 1 = off. Needs a model trained with text_dropout.
     cfg_scale: float = 1.0
+    # Takes of every chunk generated in one batch; the one pocketsphinx hears closest to the text
+    # is kept (1 = off). Costs N times the generation and an ASR pass per take.
+    best_of: int = 1
 
 
 @dataclass

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from toktts.audio import load_audio
 from toktts.codecs import Codec, build_codec
 from toktts.config import Config
-from toktts.corpus import Utterance, read_corpus
+from toktts.corpus import read_corpus
 from toktts.errors import TokttsError
 from toktts.files import write_atomic, writing
 from toktts.patterns import Layout

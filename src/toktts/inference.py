@@ -318,20 +318,24 @@ class _Run:
 
     def __init__(self, tts: TTS, jobs: list[_Job], sampling: dict, retries: int | None, verify: bool,
                  live: bool, progress: bool, should_stop: Callable[[], bool] | None = None):
-        unknown = set(sampling) - {"temperature", "top_k", "top_p", "seed", "max_seconds", "cfg_scale"}
+        unknown = set(sampling) - {"temperature", "top_k", "top_p", "seed", "max_seconds", "cfg_scale", "best_of"}
         if unknown:
             raise TokttsError(f"unknown synthesis option(s) {sorted(unknown)}; use temperature, top_k, top_p, seed, "
-                              "max_seconds, retries, verify")
+                              "max_seconds, cfg_scale, best_of, retries, verify")
         self.tts, self.jobs, self.live = tts, jobs, live
         self.should_stop = should_stop or (lambda: False)
-        self.sampling = {k: v for k, v in sampling.items() if k != "seed"}
         g = tts.cfg.generate
+        self.best_of = sampling.pop("best_of", None)
+        self.best_of = g.best_of if self.best_of is None else self.best_of
+        if not isinstance(self.best_of, int) or isinstance(self.best_of, bool) or not 1 <= self.best_of <= 16:
+            raise TokttsError(f"best_of must be a whole number of takes from 1 to 16, got {self.best_of!r}")
+        self.sampling = {k: v for k, v in sampling.items() if k != "seed"}
         self.retries = g.retries if retries is None else retries
         if self.retries < 0:
             raise TokttsError(f"retries must be >= 0, got {self.retries}")
-        self.asr = None
-        if verify:
-            from toktts.evaluate import PocketSphinx
+        self.asr, self.verify = None, verify
+        if verify or self.best_of > 1:
+            from toktts.asr import PocketSphinx
 
             self.asr = PocketSphinx(jobs=1)
         self.reports: list[dict | None] = [None] * len(jobs)
@@ -353,8 +357,9 @@ class _Run:
     def _batch(self, rows: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         tts, layout = self.tts, self.tts.model.layout
         texts, seeds = [self.jobs[r].text for r in rows], [self.jobs[r].seed_for(0) for r in rows]
-        first, live = self.jobs[rows[0]], None
-        if self.live:
+        first, live, n = self.jobs[rows[0]], None, self.best_of
+        attempts = {}
+        if self.live and n == 1:
             # Step by step: the first chunk is decoded and given out while the batch is generated.
             _, steps = tts.generate_tokens(texts, seed=seeds, steps=True, **self.sampling)
             live = _Voice(tts)
@@ -372,15 +377,27 @@ class _Run:
                     if len(piece):
                         yield first.owner, piece
             result = progress.result()
+            for b, r in enumerate(rows):
+                codes = layout.codes(result["tokens"][b : b + 1], int(result["frames"][b]))[0]  # (K, T)
+                voice = live if b == 0 else _Voice(tts).whole(codes)
+                attempts[r] = self._judge(r, codes, bool(result["stopped"][b]), voice, attempt=0)
         else:
-            _, result = tts.generate_tokens(texts, seed=seeds, **self.sampling)
-        attempts = {}
-        for b, r in enumerate(rows):
-            codes = layout.codes(result["tokens"][b : b + 1], int(result["frames"][b]))[0]  # (K, T)
-            voice = live if (live is not None and b == 0) else _Voice(tts).whole(codes)
-            attempts[r] = self._judge(r, codes, bool(result["stopped"][b]), voice, attempt=0)
+            # best_of candidates of every chunk in one batch (candidate j is attempt j's seed);
+            # the ASR's transcript closest to the text wins.
+            tries = [(r, j) for j in range(n) for r in rows]
+            _, result = tts.generate_tokens(
+                [self.jobs[r].text for r, _ in tries], seed=[self.jobs[r].seed_for(j) for r, j in tries],
+                **self.sampling,
+            )
+            for b, (r, j) in enumerate(tries):
+                codes = layout.codes(result["tokens"][b : b + 1], int(result["frames"][b]))[0]  # (K, T)
+                judged = self._judge(r, codes, bool(result["stopped"][b]), _Voice(tts).whole(codes), attempt=j)
+                if r not in attempts or judged["score"] > attempts[r]["score"]:
+                    attempts[r] = judged
+            if self.should_stop():
+                return
         # Retry what failed, all together, with new seeds; the live chunk is already heard.
-        for attempt in range(1, self.retries + 1):
+        for attempt in range(n, n + self.retries):
             again = [r for r in rows if not attempts[r]["ok"] and not (live is not None and r == rows[0])]
             if not again or self.should_stop():
                 break
@@ -393,7 +410,7 @@ class _Run:
                 judged = self._judge(r, codes, bool(result["stopped"][b]), _Voice(tts).whole(codes), attempt)
                 if judged["score"] > attempts[r]["score"]:
                     attempts[r] = judged
-                attempts[r]["retries"] = attempt
+                attempts[r]["retries"] = attempt - n + 1
         for b, r in enumerate(rows):
             job, best = self.jobs[r], attempts[r]
             if not best["ok"]:
@@ -415,11 +432,11 @@ class _Run:
             problem = f"mostly silent ({voice.trimmer.voiced_fraction:.0%} voiced)"
         cer = None
         if self.asr is not None and voice.audio is not None:
-            from toktts.evaluate import error_rates, score_text
+            from toktts.asr import error_rates, score_text
 
             heard = score_text(self.asr.transcribe_audio(voice.audio, self.tts.sampling_rate))
             cer = error_rates([score_text(job.text)], [heard])[0]
-            if problem is None and cer > VERIFY_MAX_CER:
+            if self.verify and problem is None and cer > VERIFY_MAX_CER:
                 problem = f"misheard (CER {cer:.0%})"
         return {
             "text": job.text, "stop_reason": "eos" if stopped else "max_length", "ok": problem is None,

@@ -325,7 +325,7 @@ class Synthesizer:
                     self._run_batch([job])
             else:
                 jobs[0].put(APIError(400, str(e), param="input"))
-        except Exception as e:  # a bug must answer 500, not leave clients waiting
+        except Exception:  # a bug must answer 500, not leave clients waiting
             log.exception("synthesis failed")
             for job in jobs:
                 job.put(APIError(500, "synthesis failed; the server's log has the details", type="server_error"))
