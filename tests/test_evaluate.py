@@ -158,6 +158,35 @@ def test_report_links_audio_files_when_not_embedded(model, val_corpus, tmp_path)
     assert page.count('src="data:image/png;base64,') == 1  # the small figure is still embedded
 
 
+def test_ceilings_from_an_earlier_evaluation_are_reused(result, model, val_corpus, tmp_path, monkeypatch):
+    """Reference and resynthesis transcripts come from the earlier metrics.json: only the
+    generated and teacher-forced clips are transcribed again."""
+    import toktts.asr
+
+    model_dir, _, _ = model
+    earlier = result["files"]["metrics"]
+    heard = []
+    real = toktts.asr.PocketSphinx.transcribe
+
+    def counting(self, wavs, update):
+        heard.extend(wavs)
+        return real(self, wavs, update)
+
+    monkeypatch.setattr(toktts.asr.PocketSphinx, "transcribe", counting)
+    with one_thread():
+        again = evaluate(str(model_dir), str(val_corpus), out_dir=str(tmp_path / "again"), progress=False,
+                         batch_size=3, ceilings_from=earlier)
+    assert len(heard) == 2 * result["totals"]["sentences"]
+    assert all(".generated." in str(w) or ".teacher_forced." in str(w) for w in heard)
+    for kind in ("reference", "resynthesized"):
+        assert again["totals"][f"cer_{kind}"] == result["totals"][f"cer_{kind}"]
+    assert again["ceilings_from"] == earlier
+    (tmp_path / "other").mkdir()
+    other = _corpus(tmp_path / "other", _shortest("val", N_VAL + 1)[N_VAL:])
+    with pytest.raises(TokttsError, match="another corpus"):
+        evaluate(str(model_dir), str(other), out_dir=str(tmp_path / "x"), progress=False, ceilings_from=earlier)
+
+
 def _corpus_copy(src: Path, dst: Path, rows: list[str], val_ids: list[str] | None = None) -> Path:
     """A corpus of some rows (`id|text|text` lines) of another, sharing its wavs."""
     dst.mkdir()

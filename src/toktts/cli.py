@@ -135,6 +135,7 @@ def cmd_evaluate(args) -> None:
         args.model, args.corpus, split=args.split, limit=args.limit, out_dir=args.out, asr=args.asr,
         seed=args.seed, batch_size=args.batch_size, device=args.device, asr_jobs=args.asr_jobs,
         sampling=dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg_scale),
+        ceilings_from=args.ceilings_from,
     )
     print(format_summary(metrics))
 
@@ -230,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default=None)
     p.add_argument("--asr-jobs", type=int, default=None)
+    p.add_argument("--ceilings-from", default=None, metavar="METRICS_JSON",
+                   help="reuse the reference and resynthesis transcripts of an earlier evaluation of a model "
+                        "with the same codec on the same corpus (A/B runs)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="training throughput or synthesis speed (random weights)")

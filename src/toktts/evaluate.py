@@ -320,6 +320,7 @@ def evaluate(
     asr_jobs: int | None = None,
     embed_audio: bool | None = None,
     sampling: dict | None = None,
+    ceilings_from: str | None = None,
 ) -> dict:
     """Synthesize a corpus split, transcribe generated / teacher-forced / codec-resynthesized /
     reference audio with one ASR, and write `metrics.json`, `report.html`, `audio/` and `figures/` to `out_dir`.
@@ -328,7 +329,10 @@ def evaluate(
     `<model>/eval-<split>` (`./eval-<split>` for the bundled voice). embed_audio: None embeds the
     audio in report.html when the wavs total under 32 MB. asr_jobs: pocketsphinx processes
     (default: up to 4, one per core). sampling: temperature / top_k / top_p to use instead of
-    the model's defaults (None values are ignored). Returns the metrics dict, plus the
+    the model's defaults (None values are ignored). ceilings_from: the metrics.json of an earlier
+    evaluation on the same corpus, split and ASR with a model of the same codec, whose reference
+    and resynthesis transcripts are reused instead of transcribed again (A/B runs of one voice
+    share them). Returns the metrics dict, plus the
     paths it wrote under "files". Raises TokttsError on bad input (see the module docstring).
     """
     from toktts.inference import TTS, resolve_device
@@ -369,15 +373,17 @@ def evaluate(
         raise TokttsError(f"cannot create {str(out)!r}: {e.strerror}; choose another --out") from None
 
     sentences = [_Sentence(u) for u in usable]
+    known = _ceiling_transcripts(ceilings_from, corpus_dir, split, engine.name, usable)
     timing = _synthesize_all(tts, sentences, out, seed, batch_size, progress)
 
     # The reference is transcribed from the corpus file itself, not from its codec-rate copy.
-    wavs = [out / "audio" / f"{s.utt.id}.{kind}.wav" if kind != "reference" else s.utt.wav_path
-            for s in sentences for kind in KINDS]
+    todo = [(s, kind) for s in sentences for kind in KINDS if (s.utt.id, kind) not in known]
+    wavs = [out / "audio" / f"{s.utt.id}.{kind}.wav" if kind != "reference" else s.utt.wav_path for s, kind in todo]
     with tqdm(total=len(wavs), desc=f"asr {engine.name}", unit="clip", disable=not progress) as bar:
-        texts = iter(engine.transcribe(wavs, bar.update))
+        heard = dict(zip([(s.utt.id, kind) for s, kind in todo], engine.transcribe(wavs, bar.update)))
+    heard |= known
     for s in sentences:
-        s.transcripts = {kind: next(texts) for kind in KINDS}
+        s.transcripts = {kind: heard[s.utt.id, kind] for kind in KINDS}
 
     metrics = _metrics(sentences, timing, {
         "model": str(model_dir) if model_dir else "bundled voice", "corpus": str(corpus_dir), "split": split,
@@ -385,6 +391,7 @@ def evaluate(
         "sampling": {k: getattr(tts.cfg.generate, k)
                      for k in ("temperature", "top_k", "top_p", "cfg_scale", "max_seconds")},
         "skipped": skipped, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "ceilings_from": ceilings_from,
     })
     metrics["totals"]["wall_seconds"] = round(time.perf_counter() - started, 2)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -392,6 +399,30 @@ def evaluate(
     metrics["files"] = {"metrics": str(out / "metrics.json"), "report": str(out / "report.html"),
                         "audio": str(out / "audio")}
     return metrics
+
+
+def _ceiling_transcripts(
+    path: str | None, corpus_dir: str, split: str, asr: str, usable: list[Utterance]
+) -> dict[tuple[str, str], str]:
+    """(id, kind) -> transcript of the reference and resynthesis kinds from an earlier
+    metrics.json, checked to come from the same corpus, split and ASR and to hold every id."""
+    if not path:
+        return {}
+    try:
+        earlier = json.loads(Path(path).read_text())
+        rows = {r["id"]: r for r in earlier["sentences"]}
+        same = (_same_dir(earlier["corpus"], corpus_dir), earlier["split"] == split, earlier["asr"] == asr)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TokttsError(f"--ceilings-from {path!r} is not a readable metrics.json ({e}); give one that "
+                          "`toktts evaluate` wrote") from None
+    if not all(same):
+        raise TokttsError(f"--ceilings-from {path!r} measured another corpus, split or ASR; give one of "
+                          f"{corpus_dir!r}, split {split}, {asr}")
+    missing = [u.id for u in usable if u.id not in rows]
+    if missing:
+        raise TokttsError(f"--ceilings-from {path!r} lacks {len(missing)} of these sentences (e.g. {missing[0]}); "
+                          "evaluate them in full once")
+    return {(u.id, kind): rows[u.id][f"transcript_{kind}"] for u in usable for kind in ("resynthesized", "reference")}
 
 
 def _metrics(sentences: list[_Sentence], timing: dict[str, float], info: dict) -> dict:

@@ -166,7 +166,7 @@ class Job:
     """One request's synthesis, between the event loop that answers it and the model's thread."""
 
     text: str
-    sampling: dict[str, Any]  # temperature, top_k, top_p, seed (None = the model's default)
+    sampling: dict[str, Any]  # temperature, top_k, top_p, cfg_scale, seed (None = the model's default)
     stream: bool  # send chunks as they come (wav and pcm at speed 1)
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)  # audio chunks, then _END or an APIError
@@ -177,7 +177,7 @@ class Job:
     def batch_key(self) -> tuple:
         """Jobs with equal keys may share a batch (each keeps its own seed)."""
         s = self.sampling
-        return s["temperature"], s["top_k"], s["top_p"]
+        return s["temperature"], s["top_k"], s["top_p"], s["cfg_scale"]
 
     def put(self, item: Any) -> None:
         """Called from the model's thread."""
@@ -349,6 +349,7 @@ class SpeechRequest(BaseModel):
     temperature: float | None = None
     top_k: int | None = None
     top_p: float | None = None
+    cfg_scale: float | None = None
     seed: int | None = None
 
 
@@ -370,6 +371,8 @@ def _check(req: SpeechRequest, formats: list[str], max_chars: int) -> str:
         raise APIError(400, f"top_k must be >= 0 (0 = off), got {req.top_k}", param="top_k")
     if req.top_p is not None and not 0 < req.top_p <= 1:
         raise APIError(400, f"top_p must be in (0, 1], got {req.top_p}", param="top_p")
+    if req.cfg_scale is not None and not 0 <= req.cfg_scale <= 10:  # written so that NaN fails too
+        raise APIError(400, f"cfg_scale must be in [0, 10] (1 = no guidance), got {req.cfg_scale}", param="cfg_scale")
     if req.seed is not None and not 0 <= req.seed < 2**63:
         raise APIError(400, f"seed must be in [0, 2**63), got {req.seed}", param="seed")
     if len(req.input) > max_chars:
@@ -464,11 +467,15 @@ def create_app(
         fmt = _check(req, formats, max_chars)
         synth.check_ready()
         tts = synth.tts
+        if req.cfg_scale not in (None, 1.0) and tts.model.null_memory is None:
+            raise APIError(400, f"cfg_scale {req.cfg_scale} needs a model trained with text dropout; this one "
+                           "was not: leave cfg_scale out", param="cfg_scale")
         try:
             tts.prepare_text(req.input)  # "nothing to say" is a 400 now, not a failed batch later
         except TokttsError as e:
             raise APIError(400, str(e), param="input") from None
-        sampling = dict(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, seed=req.seed)
+        sampling = dict(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, cfg_scale=req.cfg_scale,
+                        seed=req.seed)
         job = Job(req.input, sampling, stream=fmt in ("wav", "pcm") and req.speed == 1.0,
                   loop=asyncio.get_running_loop())
         synth.submit(job)
@@ -507,7 +514,8 @@ def create_app(
         if synth.state == "ready":
             g = synth.tts.cfg.generate
             body |= {"sampling_rate": synth.tts.sampling_rate, "max_chars": max_chars,
-                     "defaults": {"temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p}}
+                     "defaults": {"temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p,
+                                  "cfg_scale": g.cfg_scale}}
         if synth.error:
             body["error"] = synth.error
         return JSONResponse(body, status_code=200 if synth.state == "ready" else 503)
