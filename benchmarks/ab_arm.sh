@@ -8,4 +8,5 @@ name=$1; shift
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 toktts prepare --config configs/demo.yaml --config configs/finetune.yaml >/dev/null
 toktts train --config configs/demo.yaml --config configs/finetune.yaml --set train.output_dir=runs/ab/$name "$@"
-toktts evaluate --model runs/ab/$name --corpus corpora/slt-val --asr-jobs 1 --out runs/ab/$name/eval
+toktts evaluate --model runs/ab/$name --corpus corpora/slt-val --asr-jobs 1 --out runs/ab/$name/eval \
+    ${CEILINGS:+--ceilings-from "$CEILINGS"}

@@ -316,6 +316,7 @@ class SynthBench:
             "precision": self.tts.precision,
             "temperature": g.temperature if self.temperature is None else self.temperature,
             "top_k": g.top_k,
+            "cfg_scale": g.cfg_scale,
             "codec": self.cfg.codec.name,
             "text_chars": len(self.text),
             "frames": self.frames,
