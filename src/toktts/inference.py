@@ -524,9 +524,10 @@ def _download_from_hub(repo_id: str) -> Path:
 
 def text_to_speech_pipeline(model_path: str | Path | None = None, device: str | None = None):
     """The seed project's entry point: `pipe(text, forward_params={...})` -> {"audio", "sampling_rate"}.
-    forward_params takes temperature, top_k, top_p, seed, max_seconds and do_sample (False = greedy)."""
+    forward_params takes temperature, top_k, top_p, cfg_scale, best_of, seed, max_seconds and do_sample
+    (False = greedy)."""
     tts = TTS.from_pretrained(model_path, device=device)
-    allowed = {"temperature", "top_k", "top_p", "seed", "max_seconds", "do_sample"}
+    allowed = {"temperature", "top_k", "top_p", "cfg_scale", "best_of", "seed", "max_seconds", "do_sample"}
 
     def pipe(text: str, forward_params: dict | None = None) -> dict[str, Any]:
         params = dict(forward_params or {})
