@@ -198,6 +198,13 @@ def test_bad_options_are_clear_errors(tts):
         tts("Hi.", best_of=0)
     with pytest.raises(inference.TokttsError, match="cfg_scale"):
         tts("Hi.", cfg_scale=float("nan"))
+    for value in (float("nan"), float("inf"), 1e-45, -1.0):
+        with pytest.raises(inference.TokttsError, match="temperature must be"):
+            tts("Hi.", temperature=value)
+    with pytest.raises(inference.TokttsError, match="temperature must be a number"):
+        tts("Hi.", temperature="x")
+    with pytest.raises(inference.TokttsError, match="top_k must be a whole number"):
+        tts("Hi.", top_k=1.5)
     with pytest.raises(inference.TokttsError, match="retries must be >= 0"):
         tts("Hi.", retries=-1)
     with pytest.raises(inference.TokttsError, match="unknown synthesis option"):

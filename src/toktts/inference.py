@@ -500,10 +500,13 @@ def _result(audio: np.ndarray, rate: int, reports: list[dict]) -> dict[str, Any]
 
 
 def _check_sampling(temperature: float, top_k: int, top_p: float, cfg_scale: float = 1.0) -> None:
-    if temperature < 0:
-        raise TokttsError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k < 0:
-        raise TokttsError(f"top_k must be >= 0 (0 = off), got {top_k}")
+    for name, value in (("temperature", temperature), ("top_p", top_p), ("cfg_scale", cfg_scale)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TokttsError(f"{name} must be a number, got {value!r}")
+    if not (math.isfinite(temperature) and (temperature == 0 or 1e-3 <= temperature <= 100)):
+        raise TokttsError(f"temperature must be 0 (greedy) or between 0.001 and 100, got {temperature}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise TokttsError(f"top_k must be a whole number >= 0 (0 = off), got {top_k!r}")
     if not 0 < top_p <= 1:
         raise TokttsError(f"top_p must be in (0, 1], got {top_p}")
     if not (math.isfinite(cfg_scale) and 0 <= cfg_scale <= 10):
