@@ -378,9 +378,7 @@ class _Run:
                         yield first.owner, piece
             result = progress.result()
             for b, r in enumerate(rows):
-                codes = layout.codes(result["tokens"][b : b + 1], int(result["frames"][b]))[0]  # (K, T)
-                voice = live if b == 0 else _Voice(tts).whole(codes)
-                attempts[r] = self._judge(r, codes, bool(result["stopped"][b]), voice, attempt=0)
+                attempts[r] = self._judge_item(result, b, r, attempt=0, voice=live if b == 0 else None)
         else:
             # best_of candidates of every chunk in one batch (candidate j is attempt j's seed);
             # the ASR's transcript closest to the text wins.
@@ -390,8 +388,7 @@ class _Run:
                 **self.sampling,
             )
             for b, (r, j) in enumerate(tries):
-                codes = layout.codes(result["tokens"][b : b + 1], int(result["frames"][b]))[0]  # (K, T)
-                judged = self._judge(r, codes, bool(result["stopped"][b]), _Voice(tts).whole(codes), attempt=j)
+                judged = self._judge_item(result, b, r, attempt=j)
                 if r not in attempts or judged["score"] > attempts[r]["score"]:
                     attempts[r] = judged
             if self.should_stop():
@@ -406,8 +403,7 @@ class _Run:
                 **self.sampling,
             )
             for b, r in enumerate(again):
-                codes = layout.codes(result["tokens"][b : b + 1], int(result["frames"][b]))[0]
-                judged = self._judge(r, codes, bool(result["stopped"][b]), _Voice(tts).whole(codes), attempt)
+                judged = self._judge_item(result, b, r, attempt)
                 if judged["score"] > attempts[r]["score"]:
                     attempts[r] = judged
                 attempts[r]["retries"] = attempt - n + 1
@@ -423,6 +419,13 @@ class _Run:
             self.reports[r] = {k: v for k, v in best.items() if k not in ("audio", "score")}
             if self.bar is not None:
                 self.bar.update(1)
+
+    def _judge_item(self, result: dict, b: int, r: int, attempt: int, voice: "_Voice | None" = None) -> dict:
+        """`_judge` item b of a generation `result` as attempt `attempt` at job r (decoded whole
+        unless its `voice` was already fed live)."""
+        codes = self.tts.model.layout.codes(result["tokens"][b : b + 1], int(result["frames"][b]))[0]  # (K, T)
+        voice = voice if voice is not None else _Voice(self.tts).whole(codes)
+        return self._judge(r, codes, bool(result["stopped"][b]), voice, attempt)
 
     def _judge(self, r: int, codes: torch.Tensor, stopped: bool, voice: "_Voice", attempt: int) -> dict:
         """How one attempt at a chunk went; `score` orders attempts (higher is better)."""
