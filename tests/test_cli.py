@@ -32,3 +32,61 @@ def test_unknown_corpus_voice_is_a_clear_error(tmp_path):
     proc = run("corpus", "synth", "--out", str(tmp_path / "c"), "--voice", "nobody", "--limit", "1")
     assert proc.returncode == 2
     assert "nobody" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    return line
+
+
+def test_say_writes_the_format_of_the_extension_and_prints_a_seed_that_reproduces(tmp_path):
+    import re
+
+    import soundfile as sf
+
+    first = run("say", "Hi there.", "-o", str(tmp_path / "a.flac"))
+    assert first.returncode == 0, first.stderr
+    seed = re.search(r"seed (\d+)", first.stdout).group(1)
+    assert sf.info(str(tmp_path / "a.flac")).format == "FLAC"
+    again = run("say", "Hi there.", "-o", str(tmp_path / "b.wav"), "--seed", seed, "--speed", "1.0")
+    assert again.returncode == 0, again.stderr
+    a, b = sf.read(str(tmp_path / "a.flac"))[0], sf.read(str(tmp_path / "b.wav"))[0]
+    assert len(a) == len(b) and abs(a - b).max() < 1e-4  # the same take
+    slow = run("say", "Hi there.", "-o", str(tmp_path / "c.wav"), "--seed", seed, "--speed", "0.5")
+    assert slow.returncode == 0, slow.stderr
+    assert abs(sf.info(str(tmp_path / "c.wav")).frames - 2 * len(b)) < 0.05 * len(b)
+
+
+def test_say_stream_with_output_writes_both(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    proc = subprocess.run([sys.executable, "-m", "toktts.cli", "say", "Hi there.", "--stream", "--seed", "3",
+                           "-o", str(tmp_path / "x.wav")], capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    streamed = np.frombuffer(proc.stdout, "<i2")
+    saved = sf.read(str(tmp_path / "x.wav"), dtype="int16")[0]
+    np.testing.assert_array_equal(streamed, saved)
+
+
+def test_say_refuses_bad_outputs_and_inputs_before_any_work(tmp_path):
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"caf\xe9\n")
+    cases = [
+        (["say", "Hi.", "-o", str(tmp_path / "x.xyz")], "unknown extension '.xyz'"),
+        (["say", "Hi.", "-o", ""], "-o is empty"),
+        (["say", "Hi.", "-o", str(tmp_path / "x.mp3"), "--format", "wav"], "ends in .mp3"),
+        (["say", "Hi.", "--speed", "9", "-o", str(tmp_path / "y.wav")], "--speed must be between 0.25 and 4.0"),
+        (["say", "Hi.", "--device", "toaster", "-o", str(tmp_path / "y.wav")], "unknown device 'toaster'"),
+        (["say", "Hi.", "--seed", str(2**70), "-o", str(tmp_path / "y.wav")], "seed must be from 0"),
+        (["say", "Hi.", "--temperature", "nan", "-o", str(tmp_path / "y.wav")], "temperature must be"),
+        (["say", "--text-file", str(latin1), "-o", str(tmp_path / "y.wav")], "is not UTF-8 (byte 3)"),
+        (["bench", "synth", "--threads", "0"], "--threads must be >= 1"),
+    ]
+    for args, words in cases:
+        assert words in _error_line(run(*args))
+    proc = subprocess.run([sys.executable, "-m", "toktts.cli", "say", "-", "-o", str(tmp_path / "z.wav")],
+                          input=b"caf\xe9 au lait", capture_output=True, timeout=120)
+    assert proc.returncode == 2 and b"stdin is not UTF-8" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latin1.txt"]  # nothing written

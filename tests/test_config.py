@@ -1,6 +1,8 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from toktts.config import config_from_dict, load_config
 from toktts.errors import TokttsError
@@ -82,9 +84,10 @@ def test_shipped_sizes_match_their_names():
 
 def test_list_values_from_yaml_and_set(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("train:\n  codebook_weights: [4, 1, 1.5, 1]\n")
+    path.write_text("codec:\n  n_codebooks: 4\ntrain:\n  codebook_weights: [4, 1, 1.5, 1]\n")
     assert load_config([path]).train.codebook_weights == [4.0, 1.0, 1.5, 1.0]
-    assert load_config(None, ["train.codebook_weights=4,1,1,1"]).train.codebook_weights == [4.0, 1.0, 1.0, 1.0]
+    cfg = load_config([path], ["train.codebook_weights=4,1,1,1"])
+    assert cfg.train.codebook_weights == [4.0, 1.0, 1.0, 1.0]
     with pytest.raises(TokttsError, match="train.codebook_weights"):
         load_config(None, ["train.codebook_weights=4,x"])
 
@@ -96,10 +99,60 @@ def test_list_values_from_yaml_and_set(tmp_path):
     ("train.self_sampling=-0.1", "train.self_sampling"),
     ("model.input_dropout=1", "model.input_dropout"),
     ("train.ctc_weight=-1", "train.ctc_weight"),
+    ("train.grad_accum=0", "train.grad_accum must be from 1"),
+    ("train.lr=0", r"train.lr must be in \(0, 10\], got 0.0"),
+    ("train.lr=.nan", "train.lr must be"),
+    ("train.max_steps=-5", "train.max_steps must be >= 1"),
+    ("model.enc_heads=3", r"model.enc_dim \(256\) must be a multiple of model.enc_heads \(3\)"),
+    ("train.report_to=bogus", "train.report_to must be one of 'none'"),
+    ("generate.temperature=1e-45", "generate.temperature must be 0 or from 0.001"),
+    ("generate.seed=100000000000000000000000", "generate.seed must be from 0 to 18446744073709551615"),
+    ("generate.max_seconds=-1", "generate.max_seconds must be"),
+    ("data.min_seconds=30", "data.min_seconds"),
 ])
-def test_training_levers_out_of_range(override, fragment):
-    from toktts.train import check_train_config
+def test_values_out_of_range_are_one_line_errors(override, fragment):
+    with pytest.raises(TokttsError, match=fragment) as info:
+        load_config(None, ["codec.n_codebooks=2", override])
+    assert "\n" not in str(info.value)
 
-    cfg = load_config(None, ["codec.n_codebooks=2", override])
-    with pytest.raises(TokttsError, match=fragment):
-        check_train_config(cfg)
+
+def test_every_rule_names_a_real_setting():
+    from toktts.config import RULES, Config
+
+    keys = {f"{s}.{k}" for s, part in Config().to_dict().items() for k in part}
+    assert set(RULES) <= keys
+
+
+def test_model_directory_configs_are_checked_too():
+    data = load_config([CONFIGS / "demo.yaml"]).to_dict()
+    data["generate"]["top_p"] = 0
+    with pytest.raises(TokttsError, match="generate.top_p must be in"):
+        config_from_dict(data)
+
+
+def test_config_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"train:\n  lr: 0.1 # caf\xe9\n")
+    with pytest.raises(TokttsError, match="not UTF-8"):
+        load_config([path])
+
+
+# Any value for any setting: a Config whose values all pass their rules, or one TokttsError line.
+_values = st.one_of(
+    st.integers(min_value=-10**20, max_value=10**20), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8), st.booleans(), st.none(), st.lists(st.floats(-5, 5), max_size=5),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.sampled_from(sorted(__import__("toktts.config", fromlist=["RULES"]).RULES)), value=_values)
+def test_any_value_loads_in_range_or_is_refused_in_one_line(key, value):
+    from toktts.config import RULES
+
+    section, name = key.split(".")
+    try:
+        cfg = config_from_dict({section: {name: value}})
+    except TokttsError as e:
+        assert "\n" not in str(e) and key in str(e)
+        return
+    assert RULES[key].allows(getattr(getattr(cfg, section), name))

@@ -86,7 +86,7 @@ def test_clip_seconds_and_max_seconds(corpus, tmp_path):
     cfg = config(corpus, tmp_path / "cache", "data.clip_seconds=0.5")
     data = TokenDataset(prepare(cfg, progress=False), "train")
     assert (data.frames == math.ceil(0.5 * cfg.codec.frame_rate)).all()  # every clip cut to 0.5 s
-    cfg = config(corpus, tmp_path / "cache", "data.max_seconds=0.01")
+    cfg = config(corpus, tmp_path / "cache", "data.min_seconds=0", "data.max_seconds=0.01")
     with pytest.raises(TokttsError, match="no usable audio.*too_long"):
         prepare(cfg, progress=False)
 

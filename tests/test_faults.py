@@ -270,6 +270,7 @@ def test_a_new_run_into_a_directory_with_checkpoints_needs_resume(corpus, refere
     ("config.json", "truncated", "is not a model config"),
     ("config.json", "[]", "is not a model config"),
     ("config.json", "7 heads", "describes no valid model"),
+    ("config.json", "no model section", "lacks the section(s) model"),
     ("codec.safetensors", "truncated", "mel codec state"),
 ])
 def test_a_damaged_model_directory_is_one_line_for_say(file, how, message, reference, tmp_path, capsys):
@@ -280,6 +281,10 @@ def test_a_damaged_model_directory_is_one_line_for_say(file, how, message, refer
     if how == "7 heads":
         config = json.loads((model / file).read_text())
         config["model"]["enc_heads"] = 7
+        (model / file).write_text(json.dumps(config))
+    elif how == "no model section":
+        config = json.loads((model / file).read_text())
+        del config["model"]
         (model / file).write_text(json.dumps(config))
     else:
         damage(model / file, how)

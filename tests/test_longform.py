@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 import toktts.inference as inference
@@ -45,9 +47,32 @@ def test_cuts_prefer_sentences_then_clauses_then_words():
     assert [c.text for c in chunks][:2] == ["one two three.", "four five,"]
     assert [c.pause for c in chunks][:2] == [SENTENCE_PAUSE, CLAUSE_PAUSE]
     assert chunks[2].pause == WORD_PAUSE  # cut between words
-    assert split_text("a supercalifragilistic word", 10)[1].text == "supercalifragilistic"  # never cut a word
     quoted = split_text('he said "stop." then he left.', 20)
     assert [c.text for c in quoted] == ['he said "stop."', "then he left."]  # the quote stays with its sentence
+
+
+def test_a_word_longer_than_a_chunk_is_cut():
+    chunks = split_text("a supercalifragilistic word.", 10)
+    assert [c.text for c in chunks] == ["a", "supercalif", "ragilistic", "word."]
+    huge = split_text("x" * 100_000, 150)  # one chunk would be quadratic in attention
+    assert len(huge) == 667 and max(len(c.text) for c in huge) == 150
+
+
+def test_a_text_without_final_punctuation_gets_a_full_stop():
+    assert [c.text for c in split_text("hello", 150)] == ["hello."]
+    assert [c.text for c in split_text("one two three four", 9)] == ["one two", "three", "four."]
+    for done in ("hello.", "hello?", 'he said "stop."', "hello,", "(see above.)"):
+        assert split_text(done, 150)[-1].text == done
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet="ab .,!?'", min_size=1, max_size=300), max_chars=st.integers(1, 60))
+def test_any_text_is_cut_into_short_chunks_that_keep_every_letter(text, max_chars):
+    chunks = split_text(text, max_chars)
+    assert all(len(c.text) <= max_chars + 1 for c in chunks)  # + the full stop of the last one
+    joined = "".join(c.text for c in chunks).replace(" ", "")
+    original = text.replace(" ", "")
+    assert joined in (original, original + ".")
 
 
 # -- window-by-window decoding and trimming ---------------------------------------------------------
@@ -191,24 +216,6 @@ def test_best_of_keeps_the_take_the_asr_hears_best(tts):
     # the stream gives the same audio
     streamed = np.concatenate(list(tts.stream(text, seed=4, best_of=3, retries=0)))
     np.testing.assert_allclose(streamed, out["audio"], atol=1e-6)
-
-
-def test_bad_options_are_clear_errors(tts):
-    with pytest.raises(inference.TokttsError, match="best_of must be"):
-        tts("Hi.", best_of=0)
-    with pytest.raises(inference.TokttsError, match="cfg_scale"):
-        tts("Hi.", cfg_scale=float("nan"))
-    for value in (float("nan"), float("inf"), 1e-45, -1.0):
-        with pytest.raises(inference.TokttsError, match="temperature must be"):
-            tts("Hi.", temperature=value)
-    with pytest.raises(inference.TokttsError, match="temperature must be a number"):
-        tts("Hi.", temperature="x")
-    with pytest.raises(inference.TokttsError, match="top_k must be a whole number"):
-        tts("Hi.", top_k=1.5)
-    with pytest.raises(inference.TokttsError, match="retries must be >= 0"):
-        tts("Hi.", retries=-1)
-    with pytest.raises(inference.TokttsError, match="unknown synthesis option"):
-        tts("Hi.", temprature=0.5)
 
 
 # -- the CLI ------------------------------------------------------------------------------------

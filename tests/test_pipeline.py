@@ -172,7 +172,7 @@ def test_accelerate_launch_two_processes(corpus, tmp_path):
     "args, message",
     [
         (["train", "--config", DEMO, "--set", "train.max_stepz=3"], "unknown config key 'train.max_stepz'"),
-        (["train", "--config", DEMO, "--set", "train.max_steps=many"], "'train.max_steps' must be int"),
+        (["train", "--config", DEMO, "--set", "train.max_steps=many"], "'train.max_steps' must be a whole number"),
         (["train", "--config", DEMO, "--set", "train.input_noise=1.5"], "train.input_noise"),
         (["prepare", "--config", DEMO, "--set", "data.corpus=/nonexistent/corpus"], "/nonexistent/corpus"),
         (["say", "  ", "--model", "{model}"], "nothing to say"),

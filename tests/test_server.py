@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import re
 import shutil
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,8 +23,9 @@ httpx = pytest.importorskip("httpx")
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 
+from toktts.audio import supported_formats  # noqa: E402
 from toktts.inference import TTS  # noqa: E402
-from toktts.server import bind_socket, create_app, supported_formats  # noqa: E402
+from toktts.server import bind_socket, create_app  # noqa: E402
 
 SR = 24000
 MAX_CHARS = 1500
@@ -157,6 +160,8 @@ def test_models_health_and_page(client, url):
     ({"input": "Hi.", "top_p": 1.5}, "top_p", ["1.5"]),
     ({"input": "Hi.", "top_k": -3}, "top_k", ["-3"]),
     ({"input": "Hi.", "cfg_scale": 11}, "cfg_scale", ["11"]),
+    ({"input": "Hi.", "temperature": 1e-45}, "temperature", ["1e-45", "0.001"]),
+    ({"input": "Hi.", "seed": 2**70}, "seed", [str(2**70)]),
     ({"input": "Hi.", "stream_format": "sse"}, "stream_format", ["'sse'"]),
     ({"input": "  ...  "}, "input", ["nothing to say"]),
 ])
@@ -187,6 +192,60 @@ def test_openai_client_raises_its_own_error_types(client):
 
 def test_input_over_max_chars_is_413(url):
     assert_openai_error(speech(url, input="a" * (MAX_CHARS + 1)), 413, "input", str(MAX_CHARS + 1), str(MAX_CHARS))
+
+
+def _raw_request(url: str, head: bytes, body_parts: list[bytes], pause: float = 0.0) -> tuple[int, dict, float]:
+    """Send a request by hand (headers, then the body parts `pause` s apart); returns the status,
+    the JSON error and the seconds until the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        t0 = time.monotonic()
+        sock.sendall(head)
+        for part in body_parts:
+            time.sleep(pause)
+            with contextlib.suppress(OSError):  # the server may have answered and closed already
+                sock.sendall(part)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 4 + _length(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        seconds = time.monotonic() - t0
+    status = int(data.split(b" ", 2)[1])
+    return status, json.loads(data.split(b"\r\n\r\n", 1)[1]), seconds
+
+
+def _length(data: bytes) -> int:
+    for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 0
+
+
+def _head(length: int | None) -> bytes:
+    size = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+    return (f"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{size}\r\n\r\n"
+            ).encode()
+
+
+def test_request_bodies_are_bounded_before_they_are_read(tts):
+    with running(create_app(tts, max_chars=100, warmup=False, body_timeout=1.0)) as url:
+        # A huge Content-Length is refused at once, whatever follows.
+        status, err, seconds = _raw_request(url, _head(10**12), [b'{"input": "hi"'])
+        assert status == 413 and "over 16984 bytes" in err["error"]["message"] and seconds < 5
+        # A body without a length is counted as it comes: refused once it passes the limit.
+        chunk = b"%x\r\n%s\r\n" % (8192, b"a" * 8192)
+        status, err, _ = _raw_request(url, _head(None), [b'10\r\n{"input": "aaaaa\r\n'] + [chunk] * 4)
+        assert status == 413 and "over 16984 bytes" in err["error"]["message"]
+        # A body that announces 200 bytes and sends 20 gets 408 after the body timeout, not a hang.
+        status, err, seconds = _raw_request(url, _head(200), [b'{"input": "hello th'])
+        assert status == 408 and "did not arrive within 1 s" in err["error"]["message"] and seconds < 5
+        # A slow but complete body within the time is served.
+        body = json.dumps({"input": "Hi.", "response_format": "wav"}).encode()
+        r = httpx.post(f"{url}/v1/audio/speech", content=body, headers={"Content-Type": "application/json"},
+                       timeout=60)
+        assert r.status_code == 200
 
 
 def test_api_key(tts):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +32,116 @@ def to_int16(audio: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
 
 
-def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
-    """Write 16-bit PCM mono atomically: a crash or a full disk never leaves a half-written file
-    at `path`, and a file already there stays as it was unless the new one is complete."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise TokttsError(f"output directory {str(parent)!r} does not exist; create it or choose another path")
+SPEED_RANGE = (0.25, 4.0)
+MEDIA_TYPES = {"mp3": "audio/mpeg", "opus": "audio/ogg", "flac": "audio/flac", "wav": "audio/wav", "pcm": "audio/pcm"}
+# File extensions and the formats they choose (`pcm`: raw 16-bit little-endian mono).
+EXTENSIONS = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".ogg": "opus", ".opus": "opus", ".pcm": "pcm",
+              ".raw": "pcm"}
+# libsndfile's (container, subtype) per format; mp3 and Ogg/Opus need libsndfile >= 1.1.
+_SOUNDFILE = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III"),
+              "opus": ("OGG", "OPUS")}
+# The sampling rates the encoders take; anything else is resampled to 48 kHz first.
+_RATES = {"mp3": {8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000},
+          "opus": {8000, 12000, 16000, 24000, 48000}}
+
+
+def supported_formats() -> list[str]:
+    """The formats this install can write, in OpenAI's order."""
+    have = sf.available_formats()
+    ok = {"wav", "pcm"}
+    if "FLAC" in have:
+        ok.add("flac")
+    if "MP3" in have:
+        ok.add("mp3")
+    if "OGG" in have and "OPUS" in sf.available_subtypes("OGG"):
+        ok.add("opus")
+    return [f for f in MEDIA_TYPES if f in ok]
+
+
+def pcm16(audio: np.ndarray) -> bytes:
+    return to_int16(audio).tobytes()
+
+
+def wav_stream_header(sample_rate: int) -> bytes:
+    """A 44-byte PCM WAV header for a stream of unknown length: the RIFF and data sizes are
+    0xFFFFFFFF, which readers (libsndfile, ffmpeg, browsers) take as "read to the end"."""
+    unknown = 0xFFFFFFFF
+    fmt = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * 2, 2, 16)  # PCM, mono, 16-bit
+    return b"RIFF" + struct.pack("<I", unknown) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt \
+        + b"data" + struct.pack("<I", unknown)
+
+
+def encode(audio: np.ndarray, sample_rate: int, fmt: str) -> bytes:
+    """A whole utterance in one format (see `supported_formats`)."""
+    if fmt == "pcm":
+        return pcm16(audio)
+    if fmt in _RATES and sample_rate not in _RATES[fmt]:
+        audio, sample_rate = soxr.resample(audio, sample_rate, 48000), 48000
+    container, subtype = _SOUNDFILE[fmt]
+    samples = to_int16(audio) if subtype == "PCM_16" else np.clip(audio, -1.0, 1.0)
     buffer = io.BytesIO()
-    sf.write(buffer, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+    sf.write(buffer, samples, sample_rate, format=container, subtype=subtype)
+    return buffer.getvalue()
+
+
+def change_speed(audio: np.ndarray, speed: float) -> np.ndarray:
+    """Faster (> 1) or slower (< 1) speech at the same pitch (phase-vocoder time stretch)."""
+    if speed == 1.0:
+        return audio
+    import librosa
+
+    return librosa.effects.time_stretch(audio, rate=speed).astype(np.float32)
+
+
+def output_format(path: str | Path, fmt: str | None = None) -> str:
+    """The format to write `path` in: `fmt` if given, else the extension's, else wav (e.g.
+    /dev/stdout). An unknown extension, a format this install cannot write, or an extension
+    that says another format than `fmt` is a TokttsError."""
+    suffix = Path(path).suffix.lower()
+    from_name = EXTENSIONS.get(suffix)
+    formats = supported_formats()
+    if fmt is not None and fmt not in formats:
+        raise TokttsError(f"format {fmt!r} cannot be written here; use one of: {', '.join(formats)}")
+    if suffix and from_name is None and fmt is None:
+        known = ", ".join(EXTENSIONS)
+        raise TokttsError(f"output {str(path)!r} has the unknown extension {suffix!r}; use one of {known} "
+                          "(or give --format)")
+    if fmt is not None and from_name is not None and from_name != fmt:
+        raise TokttsError(f"output {str(path)!r} ends in {suffix} but the format asked for is {fmt}; "
+                          "make them agree")
+    chosen = fmt or from_name or "wav"
+    if chosen not in formats:
+        raise TokttsError(f"this install cannot write {chosen} (libsndfile lacks it); use one of: {', '.join(formats)}")
+    return chosen
+
+
+def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str | None = None) -> Path:
+    """Write mono audio to `path` in `fmt` (default: from the extension, see `output_format`).
+
+    A regular file is written atomically: a crash or a full disk never leaves a half-written
+    file at `path`, and a file already there stays as it was unless the new one is complete.
+    A symlink is followed (the file it names is replaced, not the link). A FIFO or a character
+    device (/dev/stdout) is written through, as it is."""
+    if not str(path).strip():
+        raise TokttsError("the output path is empty; give a file name, e.g. -o out.wav")
+    path = Path(path)
+    fmt = output_format(path, fmt)
+    target = Path(os.path.realpath(path))
+    if target.is_dir():
+        raise TokttsError(f"output {str(path)!r} is a directory; give a file name inside it")
+    data = encode(audio, sample_rate, fmt)
     with writing(path, "choose another output path"):
-        return write_atomic(path, buffer.getvalue())
+        if target.exists() and not target.is_file():  # a FIFO, /dev/stdout, /dev/null ...
+            with open(target, "wb") as f:
+                f.write(data)
+            return path
+        if not target.parent.exists():
+            raise TokttsError(f"output directory {str(path.parent)!r} does not exist; create it or choose "
+                              "another path")
+        write_atomic(target, data)
+    return path
+
+
+def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
+    """16-bit PCM WAV (see `write_audio`)."""
+    return write_audio(path, audio, sample_rate, "wav")

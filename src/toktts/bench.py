@@ -28,7 +28,8 @@ import torch
 from toktts.codecs import Codec, build_codec
 from toktts.config import Config
 from toktts.errors import TokttsError
-from toktts.inference import TTS, autocast, num_threads, resolve_device
+from toktts.devices import autocast, num_threads, resolve_device
+from toktts.inference import TTS
 from toktts.model import TokTTS
 from toktts.text import VOCAB
 from toktts.train import complete_model_config, train_step
@@ -345,7 +346,7 @@ def bench_synth(
     with num_threads(threads):
         bench = SynthBench(cfg, seconds, device, precision, temperature)
         if threads is not None:
-            bench.tts.generate_threads = threads  # the benchmark's setting, not the facade's default
+            bench.tts.threads = threads  # the benchmark's setting, not the facade's default
         for _ in range(warmup):
             bench.decode(bench.generate()[2])
         model, decode = [], []

@@ -147,7 +147,15 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
             f"model {str(directory)!r} was trained with another text vocabulary; use the toktts version "
             "that trained it or retrain"
         )
-    cfg = config_from_dict(meta)
+    missing = [name for name in ("data", "codec", "model", "generate") if not isinstance(meta.get(name), dict)]
+    if missing:
+        raise TokttsError(f"{str(config_path)!r} lacks the section(s) {', '.join(missing)}; {damaged}")
+    try:
+        cfg = config_from_dict(meta)
+        if min(cfg.model.text_vocab_size, cfg.model.n_codebooks, cfg.model.codebook_size) < 1:
+            raise TokttsError("model vocabulary sizes are not filled in")
+    except TokttsError as e:
+        raise TokttsError(f"{str(config_path)!r} describes no valid model ({e}); {damaged}") from None
     try:
         model = TokTTS(cfg.model)
     except (AssertionError, RuntimeError, ValueError) as e:  # e.g. a width not divisible by the heads

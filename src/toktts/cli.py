@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
+import signal
 import sys
 from pathlib import Path
 
@@ -26,6 +28,8 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
                    help="classifier-free guidance, 1 = off (default: the model's)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for synthesis (default 1: the fastest when anything else runs)")
 
 
 def _load_config(args):
@@ -56,8 +60,10 @@ def cmd_corpus_download(args) -> None:
 def cmd_prepare(args) -> None:
     from toktts.data import prepare, prepare_summary
 
+    from toktts.devices import resolve_device
+
     cfg = _load_config(args)
-    root = prepare(cfg, device=args.device or "cpu")
+    root = prepare(cfg, device=resolve_device(args.device or "cpu"))
     print(prepare_summary(root))
 
 
@@ -71,53 +77,87 @@ def cmd_train(args) -> None:
 
 def _read_text(args) -> str:
     if args.text == "-":
-        return sys.stdin.read()
+        data = sys.stdin.buffer.read()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise TokttsError(f"the text on stdin is not UTF-8 (byte {e.start}); convert it, e.g. with iconv") from None
     if args.text_file:
         path = Path(args.text_file)
         if not path.is_file():
             raise TokttsError(f"text file {str(path)!r} not found")
-        return path.read_text()
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise TokttsError(f"text file {str(path)!r} is not UTF-8 (byte {e.start}); convert it, e.g. with "
+                              "iconv") from None
     if args.text is None:
         raise TokttsError("give the text to say (or --text-file FILE, or - for stdin)")
     return args.text
 
 
 def cmd_say(args) -> None:
-    from toktts.audio import write_wav
+    from toktts.audio import SPEED_RANGE, change_speed, output_format, write_audio
     from toktts.inference import TTS
 
+    lo, hi = SPEED_RANGE
+    if not lo <= args.speed <= hi:  # written so that NaN fails too
+        raise TokttsError(f"--speed must be between {lo} and {hi}, got {args.speed}")
+    if args.stream and args.speed != 1.0:
+        raise TokttsError("--stream plays audio as it is made and cannot change its speed; leave out --speed")
+    if args.output is not None and not args.output.strip():
+        raise TokttsError("the output path -o is empty; give a file name, e.g. -o out.wav")
+    output = args.output if args.output is not None else ("" if args.stream else "out.wav")
+    fmt = output_format(output, args.format) if output else None  # a bad -o fails before any work
     text = _read_text(args)
-    tts = TTS.from_pretrained(args.model, device=args.device)
-    options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+    tts = TTS.from_pretrained(args.model, device=args.device, threads=args.threads)
+    seed = args.seed
+    if seed is None:  # a seed for every take, printed, so that a good one can be had again
+        seed = tts.cfg.generate.seed if tts.cfg.generate.seed is not None else random.randrange(2**31)
+    options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=seed,
                    retries=args.retries, verify=args.verify, cfg_scale=args.cfg_scale, best_of=args.best_of)
     if args.stream:
-        _say_stream(tts, text, options)
+        audio = _say_stream(tts, text, options, keep=bool(output))
+        if output:
+            write_audio(output, audio, tts.sampling_rate, fmt)
+            log.info("wrote %s (seed %d)", output, seed)
         return
     out = tts(text, progress=True, **options)
-    write_wav(args.output, out["audio"], out["sampling_rate"])
-    seconds = len(out["audio"]) / out["sampling_rate"]
+    audio = change_speed(out["audio"], args.speed)
+    write_audio(output, audio, out["sampling_rate"], fmt)
+    seconds = len(audio) / out["sampling_rate"]
     chunks = len(out["chunks"])
     detail = f"{chunks} chunk{'s' * (chunks > 1)}, {out['retries']} retried" if chunks > 1 or out["retries"] else ""
-    print(f"wrote {args.output} ({seconds:.2f} s, stopped by {out['stop_reason']}{', ' + detail if detail else ''})")
+    print(f"wrote {output} ({seconds:.2f} s, seed {seed}, stopped by {out['stop_reason']}"
+          f"{', ' + detail if detail else ''})")
 
 
-def _say_stream(tts, text: str, options: dict) -> None:
-    """Raw 16-bit little-endian mono PCM on stdout as it is generated, for `aplay`/`sox`/`ffplay`."""
+def _say_stream(tts, text: str, options: dict, keep: bool):
+    """Raw 16-bit little-endian mono PCM on stdout as it is generated, for `aplay`/`sox`/`ffplay`;
+    with `keep`, returns all of it (for -o) too."""
     import os
+
+    import numpy as np
 
     from toktts.audio import to_int16
 
     rate = tts.sampling_rate
     if sys.stdout.isatty():
         raise TokttsError(f"--stream writes raw audio to stdout: pipe it, e.g. | aplay -f S16_LE -c 1 -r {rate}")
-    log.info("streaming %d Hz 16-bit mono PCM, e.g. | aplay -f S16_LE -c 1 -r %d", rate, rate)
-    out = sys.stdout.buffer
+    log.info("streaming %d Hz 16-bit mono PCM (seed %s), e.g. | aplay -f S16_LE -c 1 -r %d", rate,
+             options["seed"], rate)
+    out, pieces = sys.stdout.buffer, []
     try:
         for piece in tts.stream(text, **options):
             out.write(to_int16(piece).tobytes())
             out.flush()
+            if keep:
+                pieces.append(piece)
     except BrokenPipeError:  # the player quit: stop quietly (and keep Python from complaining at exit)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if keep:
+            raise TokttsError("the player stopped reading before the end; nothing written to -o") from None
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
 
 def cmd_samples(args) -> None:
@@ -145,6 +185,10 @@ def cmd_bench(args) -> None:
 
     from toktts import bench
 
+    if args.threads is not None and args.threads < 1:
+        raise TokttsError(f"--threads must be >= 1, got {args.threads}")
+    if args.runs < 1:
+        raise TokttsError(f"--runs must be >= 1, got {args.runs}")
     cfg = _load_config(args)
     if args.what == "train":
         result = bench.bench_train(cfg, steps=args.runs, device=args.device, threads=args.threads)
@@ -194,11 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("say", help="synthesize text to a wav file")
     p.add_argument("text", nargs="?", default=None, help="the text, or - to read stdin")
-    p.add_argument("--text-file", default=None)
+    p.add_argument("--text-file", default=None, metavar="FILE", help="read the text from a UTF-8 file")
     p.add_argument("--model", default=None, help="model directory or Hub id (default: the bundled voice)")
-    p.add_argument("-o", "--output", default="out.wav")
+    p.add_argument("-o", "--output", default=None, metavar="FILE",
+                   help="where to write the audio (default: out.wav); the extension chooses the format: "
+                        ".wav .flac .mp3 .ogg/.opus .pcm (raw 16-bit); /dev/stdout and FIFOs are written through")
+    p.add_argument("--format", default=None, choices=["wav", "flac", "mp3", "opus", "pcm"],
+                   help="the output format when -o has no extension (e.g. -o /dev/stdout)")
+    p.add_argument("--speed", type=float, default=1.0, help="faster (> 1) or slower (< 1), same pitch; 0.25 to 4")
     p.add_argument("--stream", action="store_true",
-                   help="write raw 16-bit mono PCM to stdout as it is generated (pipe it to aplay/sox)")
+                   help="write raw 16-bit mono PCM to stdout as it is generated (pipe it to aplay/sox); "
+                        "with -o, the file is written too when the stream ends")
     p.add_argument("--retries", type=int, default=None,
                    help="new tries for a chunk that runs away or is mostly silent (default: the model's)")
     p.add_argument("--best-of", type=int, default=None, metavar="N",
@@ -259,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting at most (more: HTTP 429)")
     p.add_argument("--max-batch", type=int, default=8, help="requests synthesized together at most (1: no batching)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for synthesis (default 1: the fastest when anything else runs)")
     p.set_defaults(func=cmd_serve)
     return parser
 
@@ -269,6 +321,10 @@ def cmd_serve(args) -> None:
     serve(args)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -277,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("httpx", "urllib3", "numba", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A kill (SIGTERM, a closed terminal) unwinds like Ctrl-C, so every half-written file is removed
+    # on the way out (toktts.files), as it is for any other exception.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         args.func(args)
     except TokttsError as e:
@@ -285,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -208,9 +209,11 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     elif typ is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-    raise TokttsError(
-        f"config key {key!r} must be {getattr(typ, '__name__', typ)}, got {value!r}; fix the value"
-    )
+    raise TokttsError(f"config key {key!r} must be {_KINDS.get(typ, typ)}, got {value!r}; fix the value")
+
+
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text",
+          list[float]: "a list of numbers"}
 
 
 def _merge(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
@@ -238,6 +241,214 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+# -- allowed values ------------------------------------------------------------------------------
+
+_ANY = None  # an open end of a range
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The values a setting takes: a closed range [low, high] (an end may be open, `above`
+    makes the low end exclusive), or a list of choices. `zero` is also allowed (e.g. 0 = off)."""
+
+    low: float | None = _ANY
+    high: float | None = _ANY
+    above: bool = False
+    choices: tuple = ()
+    zero: bool = False
+    hint: str = ""  # what the value means, for the error
+
+    def allows(self, value: Any) -> bool:
+        if self.choices:
+            return value in self.choices
+        if isinstance(value, list):
+            return all(self.allows(v) for v in value)
+        if value is None or (self.zero and value == 0):
+            return True
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.above else value < self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def describe(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(map(repr, self.choices))
+        lo, hi = self.low, self.high
+        if lo is not None and hi is not None:
+            text = f"in ({lo}, {hi}]" if self.above else f"from {lo} to {hi}"
+        elif lo is not None:
+            text = f"> {lo}" if self.above else f">= {lo}"
+        else:
+            text = f"<= {hi}"
+        text = ("0 or " + text) if self.zero else text
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+_FRACTION = Rule(0, 0.95, hint="a fraction")
+_POSITIVE = Rule(0, above=True)
+_COUNT = Rule(1)
+_NATURAL = Rule(0)
+SEED_RANGE = Rule(0, 2**64 - 1)  # torch's generators take 64 bits
+
+# Every setting that has a limit. Cross-setting checks are in `validate`.
+RULES: dict[str, Rule] = {
+    "codec.name": Rule(choices=("mel", "encodec")),
+    "codec.n_codebooks": Rule(1, 32),
+    "codec.codebook_size": Rule(2, 65536),
+    "codec.sample_rate": Rule(8000, 192000),
+    "codec.frame_rate": Rule(1, 1000),
+    "codec.n_mels": Rule(8, 512),
+    "codec.stack": Rule(1, 16),
+    "codec.fit_utterances": _COUNT,
+    "codec.griffin_lim_iters": Rule(1, 1000),
+    "codec.seed": SEED_RANGE,
+    "data.val_size": _NATURAL,
+    "data.split_seed": SEED_RANGE,
+    "data.clip_seconds": _NATURAL,
+    "data.min_seconds": _NATURAL,
+    "data.max_seconds": _POSITIVE,
+    "data.max_text_chars": _COUNT,
+    "data.noise_copies": Rule(0, 100),
+    "data.noise_snr_db": Rule(-20, 120),
+    "data.encode_batch_seconds": _POSITIVE,
+    "data.shard_size": _COUNT,
+    "model.layout": Rule(choices=("delay", "flatten")),
+    "model.enc_layers": Rule(1, 128),
+    "model.enc_heads": Rule(1, 256),
+    "model.enc_dim": Rule(1, 65536),
+    "model.dec_layers": Rule(1, 128),
+    "model.dec_heads": Rule(1, 256),
+    "model.dec_dim": Rule(1, 65536),
+    "model.ff_mult": Rule(1, 64),
+    "model.dropout": _FRACTION,
+    "model.input_dropout": _FRACTION,
+    "model.text_vocab_size": _NATURAL,
+    "model.n_codebooks": _NATURAL,
+    "model.codebook_size": _NATURAL,
+    "train.seed": SEED_RANGE,
+    "train.max_steps": _COUNT,
+    "train.max_minutes": Rule(0, hint="0 = no time limit"),
+    "train.batch_frames": _COUNT,
+    "train.max_batch_size": _COUNT,
+    "train.grad_accum": Rule(1, 1024),
+    "train.lr": Rule(0, 10, above=True),
+    "train.min_lr_ratio": Rule(0, 1),
+    "train.warmup_steps": _NATURAL,
+    "train.weight_decay": Rule(0, 10),
+    "train.beta1": Rule(0, 1, hint="below 1"),
+    "train.beta2": Rule(0, 1, hint="below 1"),
+    "train.grad_clip": Rule(0, hint="0 = off"),
+    "train.precision": Rule(choices=("bf16", "fp16", "fp32")),
+    "train.guided_attn_weight": _NATURAL,
+    "train.guided_attn_sigma": _POSITIVE,
+    "train.guided_attn_layers": _NATURAL,
+    "train.input_noise": _FRACTION,
+    "train.self_sampling": _FRACTION,
+    "train.codebook_weights": Rule(0, 1000),
+    "train.text_dropout": _FRACTION,
+    "train.ctc_weight": Rule(0, 100),
+    "train.eval_every": Rule(0, hint="0 = never"),
+    "train.eval_batches": _COUNT,
+    "train.save_every": _COUNT,
+    "train.keep_last": _COUNT,
+    "train.log_every": _COUNT,
+    "train.report_to": Rule(choices=("none", "", "wandb", "tensorboard")),
+    "train.num_workers": Rule(0, 64),
+    "generate.temperature": Rule(1e-3, 100, zero=True, hint="0 = greedy"),
+    "generate.top_k": Rule(0, hint="0 = off"),
+    "generate.top_p": Rule(0, 1, above=True),
+    "generate.seed": SEED_RANGE,
+    "generate.max_seconds": Rule(0, 600, above=True),
+    "generate.seconds_per_char": Rule(0, 10, above=True),
+    "generate.chunk_chars": Rule(8, 100_000, zero=True, hint="0 = from the training texts"),
+    "generate.batch_size": Rule(1, 256),
+    "generate.retries": Rule(0, 16),
+    "generate.cfg_scale": Rule(0, 10, hint="1 = no guidance"),
+    "generate.best_of": Rule(1, 16),
+}
+
+
+class BadValue(TokttsError):
+    """A value outside what its setting takes; `name` says which setting (an API argument, a
+    request field, a config key)."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(message)
+        self.name = name
+
+
+def check_value(key: str, value: Any, name: str | None = None) -> Any:
+    """Check one value against RULES[key] (type first: whole numbers where the setting is an
+    int); returns it. Raises BadValue naming `name` (default: the key)."""
+    name = name or key
+    section, field_name = key.split(".")
+    typ = typing.get_type_hints(_SECTIONS[section])[field_name]
+    try:
+        value = _coerce(value, typ, name)
+    except TokttsError as e:
+        raise BadValue(name, str(e).replace(f"config key {name!r}", name).replace("; fix the value", "")) from None
+    rule = RULES.get(key)
+    if rule is not None and not rule.allows(value):
+        raise BadValue(name, f"{name} must be {rule.describe()}, got {value!r}")
+    return value
+
+
+# The keyword arguments of synthesis and the settings whose rules (toktts.config.RULES) they follow.
+OPTIONS = {
+    "temperature": "generate.temperature", "top_k": "generate.top_k", "top_p": "generate.top_p",
+    "cfg_scale": "generate.cfg_scale", "seed": "generate.seed", "max_seconds": "generate.max_seconds",
+    "best_of": "generate.best_of", "retries": "generate.retries",
+}
+
+
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Synthesis keyword arguments -> the same, checked (None = the model's default); a BadValue
+    naming the argument otherwise. `seed` may be a list (one per text)."""
+    unknown = set(options) - set(OPTIONS)
+    if unknown:
+        raise TokttsError(f"unknown synthesis option(s) {sorted(unknown)}; use {', '.join(OPTIONS)}, verify")
+    checked = {}
+    for name, value in options.items():
+        if name == "seed" and isinstance(value, (list, tuple)):
+            checked[name] = [check_value(OPTIONS[name], v, name) for v in value]
+        else:
+            checked[name] = None if value is None else check_value(OPTIONS[name], value, name)
+    return checked
+
+
+def validate(cfg: "Config") -> "Config":
+    """Every setting in its range and the settings consistent with each other; returns cfg."""
+    for section in dataclasses.fields(cfg):
+        part = getattr(cfg, section.name)
+        for f in dataclasses.fields(part):
+            key = f"{section.name}.{f.name}"
+            try:
+                check_value(key, getattr(part, f.name))
+            except BadValue as e:
+                raise BadValue(key, f"config {e}; fix the value") from None
+    m, t = cfg.model, cfg.train
+    for side in ("enc", "dec"):
+        dim, heads = getattr(m, f"{side}_dim"), getattr(m, f"{side}_heads")
+        if dim % heads:
+            raise BadValue(f"model.{side}_heads", f"config model.{side}_dim ({dim}) must be a multiple of "
+                           f"model.{side}_heads ({heads}); change one of them")
+    if t.codebook_weights:
+        if m.layout != "delay":
+            raise BadValue("train.codebook_weights", "config train.codebook_weights needs model.layout=delay "
+                           "(one stream per codebook)")
+        n = cfg.codec.n_codebooks
+        if len(t.codebook_weights) != n or sum(t.codebook_weights) <= 0:
+            raise BadValue("train.codebook_weights", f"config train.codebook_weights needs {n} weights >= 0, "
+                           f"not all 0 (one per codebook), got {t.codebook_weights}")
+    if t.self_sampling > 0 and m.layout != "delay":
+        raise BadValue("train.self_sampling", "config train.self_sampling needs model.layout=delay")
+    if cfg.data.min_seconds >= cfg.data.max_seconds:
+        raise BadValue("data.min_seconds", f"config data.min_seconds ({cfg.data.min_seconds}) must be below "
+                       f"data.max_seconds ({cfg.data.max_seconds})")
+    return cfg
+
+
 def load_config(paths: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
     """Build a Config from YAML files (merged in order) and `a.b=c` overrides (applied last)."""
     cfg = Config()
@@ -246,7 +457,9 @@ def load_config(paths: list[str | Path] | None = None, overrides: list[str] | No
         if not path.is_file():
             raise TokttsError(f"config file {str(path)!r} not found; pass an existing YAML file")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise TokttsError(f"config file {str(path)!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
         except yaml.YAMLError as e:
             raise TokttsError(f"config file {str(path)!r} is not valid YAML: {e}".splitlines()[0])
         _merge(cfg, data)
@@ -256,10 +469,13 @@ def load_config(paths: list[str | Path] | None = None, overrides: list[str] | No
         for key in reversed(keys):
             nested = {key: nested}
         _merge(cfg, nested)
-    return cfg
+    return validate(cfg)
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     cfg = Config()
     _merge(cfg, data)
-    return cfg
+    return validate(cfg)
+
+
+_SECTIONS = typing.get_type_hints(Config)

@@ -335,7 +335,8 @@ def evaluate(
     share them). Returns the metrics dict, plus the
     paths it wrote under "files". Raises TokttsError on bad input (see the module docstring).
     """
-    from toktts.inference import TTS, resolve_device
+    from toktts.devices import resolve_device
+    from toktts.inference import TTS
 
     if batch_size < 1:
         raise TokttsError(f"batch size must be at least 1, got {batch_size}")

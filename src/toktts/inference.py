@@ -7,8 +7,6 @@
 """
 from __future__ import annotations
 
-import contextlib
-import math
 import logging
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -20,8 +18,10 @@ import torch
 
 from toktts.checkpoint import load_model_dir, save_model_dir
 from toktts.codecs import Codec
-from toktts.config import Config
+from toktts.config import Config, check_options
+from toktts.devices import autocast, num_threads, resolve_device
 from toktts.errors import TokttsError
+from toktts.files import writing
 from toktts.longform import DEFAULT_CHUNK_CHARS, FrameDecoder, Trimmer, split_text
 from toktts.model import Progress, TokTTS
 from toktts.text import VOCAB, normalize
@@ -35,39 +35,12 @@ def bundled_voice_dir() -> Path:
     return Path(str(resources.files("toktts") / "voices" / BUNDLED_VOICE))
 
 
-def resolve_device(device: str | None = None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@contextlib.contextmanager
-def num_threads(n: int | None) -> Iterator[None]:
-    """Run torch on `n` intra-op threads inside the block (None: leave it as it is)."""
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast is the fast path on AMX CPUs and on GPUs; fp32 runs without it."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.float16 if precision == "fp16" and device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype)
-
-
 class TTS:
     """A trained toktts model with its codec and text settings."""
 
     def __init__(
-        self, model: TokTTS, cfg: Config, codec: Codec, device: torch.device, precision: str | None = None
+        self, model: TokTTS, cfg: Config, codec: Codec, device: torch.device, precision: str | None = None,
+        threads: int | None = None,
     ):
         self.model, self.cfg, self.codec, self.device = model, cfg, codec, device
         # Decoding multiplies one row at a time; oneDNN's bf16 path for such small matmuls is
@@ -76,15 +49,22 @@ class TTS:
         self.precision = precision or ("bf16" if device.type == "cuda" else "fp32")
         # A decoder step is ~40 small ops; each parallel op on 2 threads waits for the second
         # core, and when anything else runs on the machine a step went from 3.5 ms to 150 ms
-        # (benchmarks/RESULTS.md). One thread is the fast and predictable choice on CPU.
-        self.generate_threads: int | None = 1 if device.type == "cpu" else None
+        # (benchmarks/RESULTS.md). Griffin-Lim decoding likewise: 0.29 s on one thread, 0.52 s
+        # on two, for 4.6 s of speech with the other core busy (2-core EPYC). So on CPU every
+        # stage of synthesis runs on one thread unless `threads` says otherwise.
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise TokttsError(f"threads must be a whole number >= 1, got {threads!r}")
+        self.threads: int | None = threads or (1 if device.type == "cpu" else None)
         self.sampling_rate = codec.sample_rate
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path | None = None, device: str | None = None, precision: str | None = None
+        cls, path: str | Path | None = None, device: str | None = None, precision: str | None = None,
+        threads: int | None = None,
     ) -> "TTS":
-        """Load a model directory, a Hub repo id (`user/name`), or the bundled voice (no path)."""
+        """Load a model directory, a Hub repo id (`user/name`), or the bundled voice (no path).
+        `threads`: torch threads for synthesis (default on CPU: 1, the fastest where anything else
+        runs; see __init__)."""
         if path is None:
             path = bundled_voice_dir()
             if not (path / "config.json").is_file():
@@ -94,7 +74,7 @@ class TTS:
             path = _download_from_hub(str(path))
         dev = resolve_device(device)
         model, cfg, codec = load_model_dir(path, dev)
-        return cls(model, cfg, codec, dev, precision)
+        return cls(model, cfg, codec, dev, precision, threads)
 
     def save_pretrained(self, directory: str | Path, dtype: str = "fp32") -> Path:
         """Write the model directory; dtype "bf16"/"fp16" halve the weights and "int8" quarters
@@ -102,7 +82,8 @@ class TTS:
         dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": "int8"}
         if dtype not in dtypes:
             raise TokttsError(f"dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
-        return save_model_dir(directory, self.model, self.cfg, self.codec, dtype=dtypes[dtype])
+        with writing(directory, "choose another directory"):
+            return save_model_dir(directory, self.model, self.cfg, self.codec, dtype=dtypes[dtype])
 
     def push_to_hub(self, repo_id: str, private: bool = False, token: str | None = None) -> str:
         """Upload the model directory to the Hugging Face Hub; returns the repo URL."""
@@ -163,8 +144,9 @@ class TTS:
         by itself, else "max_length"), the normalised `text`, and per chunk a report."""
         if isinstance(texts, str):
             texts = [texts]
-        jobs = self._jobs(texts, sampling.get("seed"))
-        run = _Run(self, jobs, sampling, retries, verify, live=False, progress=progress)
+        options = check_options({**sampling, "retries": retries})
+        jobs = self._jobs(texts, options.get("seed"))
+        run = _Run(self, jobs, options, verify, live=False, progress=progress)
         audio: list[list[np.ndarray]] = [[] for _ in texts]
         for owner, samples in run.events():
             audio[owner].append(samples)
@@ -189,8 +171,9 @@ class TTS:
         away: what is already played cannot be retried, so it is reported, not redone).
         `should_stop` is asked before every decoder step; True ends the stream there (e.g. a
         client that hung up)."""
-        jobs = self._jobs([text], sampling.get("seed"))
-        run = _Run(self, jobs, sampling, retries, verify, live=True, progress=False, should_stop=should_stop)
+        options = check_options({**sampling, "retries": retries})
+        jobs = self._jobs([text], options.get("seed"))
+        run = _Run(self, jobs, options, verify, live=True, progress=False, should_stop=should_stop)
         return AudioStream(run)
 
     def _jobs(self, texts: list[str], seed: int | list[int | None] | None) -> list["_Job"]:
@@ -205,7 +188,7 @@ class TTS:
             chunks = split_text(self.prepare_text(text), max_chars)
             for index, chunk in enumerate(chunks):
                 pause = chunk.pause if index < len(chunks) - 1 else 0.0
-                jobs.append(_Job(owner, index, chunk.text, pause, None if text_seed is None else int(text_seed) + index))
+                jobs.append(_Job(owner, index, chunk.text, pause, None if text_seed is None else _fold(text_seed + index)))
         return jobs
 
     def generate_tokens(
@@ -225,12 +208,10 @@ class TTS:
         `seed` is one for the batch or one per text (then each text's tokens do not depend on
         what it is batched with). Returns the spoken texts and `TokTTS.generate`'s dict, or with
         `steps` an iterator over its `Progress` after each decoder step."""
-        g = replace(
-            self.cfg.generate,
-            **{k: v for k, v in dict(temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale).items()
-               if v is not None},
-        )
-        _check_sampling(g.temperature, g.top_k, g.top_p, g.cfg_scale)
+        options = check_options(dict(temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale,
+                                     seed=seed, max_seconds=max_seconds))
+        seed, max_seconds = options.pop("seed"), options.pop("max_seconds")
+        g = replace(self.cfg.generate, **{k: v for k, v in options.items() if v is not None})
         if g.cfg_scale != 1.0 and self.model.null_memory is None:
             raise TokttsError(
                 f"cfg_scale {g.cfg_scale} needs a model trained with train.text_dropout > 0; this one was not: "
@@ -249,7 +230,7 @@ class TTS:
                       need_weights=need_weights, cfg_scale=g.cfg_scale)
         if steps:
             return spoken, self._steps(args, kwargs)
-        with autocast(self.device, self.precision), num_threads(self.generate_threads):
+        with autocast(self.device, self.precision), num_threads(self.threads):
             return spoken, self.model.generate(*args, **kwargs)
 
     def _text_batch(self, spoken: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -274,7 +255,7 @@ class TTS:
         # weights to bf16 every step, a small cost next to a step; only streaming comes here).
         steps = self.model.generate_steps(*args, **kwargs)
         while True:
-            with autocast(self.device, self.precision), num_threads(self.generate_threads):
+            with autocast(self.device, self.precision), num_threads(self.threads):
                 progress = next(steps, None)
             if progress is None:
                 return
@@ -286,7 +267,7 @@ class TTS:
         codes = layout.codes(tokens)  # (B, K, T)
         T = max(int(frames.max()), 1)
         codes = codes[:, :, :T]
-        with torch.inference_mode():
+        with torch.inference_mode(), num_threads(self.threads):
             audio = self.codec.decode(codes).float().cpu().numpy()
         hop = self.codec.sample_rate // self.codec.frame_rate
         return [audio[b, : int(frames[b]) * hop] for b in range(len(audio))]
@@ -308,7 +289,12 @@ class _Job:
     seed: int | None
 
     def seed_for(self, attempt: int) -> int | None:
-        return None if self.seed is None else self.seed + attempt * RETRY_SEED_STRIDE
+        return None if self.seed is None else _fold(self.seed + attempt * RETRY_SEED_STRIDE)
+
+
+def _fold(seed: int) -> int:
+    """Seeds derived from a user's seed (chunk index, retry) stay within torch's 64 bits."""
+    return seed % 2**64
 
 
 class _Run:
@@ -316,23 +302,18 @@ class _Run:
     and filling `reports` (one per job). With `live`, the first chunk of each batch is decoded
     and yielded while it is generated."""
 
-    def __init__(self, tts: TTS, jobs: list[_Job], sampling: dict, retries: int | None, verify: bool,
-                 live: bool, progress: bool, should_stop: Callable[[], bool] | None = None):
-        unknown = set(sampling) - {"temperature", "top_k", "top_p", "seed", "max_seconds", "cfg_scale", "best_of"}
-        if unknown:
-            raise TokttsError(f"unknown synthesis option(s) {sorted(unknown)}; use temperature, top_k, top_p, seed, "
-                              "max_seconds, cfg_scale, best_of, retries, verify")
+    def __init__(self, tts: TTS, jobs: list[_Job], options: dict, verify: bool, live: bool, progress: bool,
+                 should_stop: Callable[[], bool] | None = None):
+        if not isinstance(verify, bool):
+            raise TokttsError(f"verify must be True or False, got {verify!r}")
         self.tts, self.jobs, self.live = tts, jobs, live
         self.should_stop = should_stop or (lambda: False)
         g = tts.cfg.generate
-        self.best_of = sampling.pop("best_of", None)
-        self.best_of = g.best_of if self.best_of is None else self.best_of
-        if not isinstance(self.best_of, int) or isinstance(self.best_of, bool) or not 1 <= self.best_of <= 16:
-            raise TokttsError(f"best_of must be a whole number of takes from 1 to 16, got {self.best_of!r}")
-        self.sampling = {k: v for k, v in sampling.items() if k != "seed"}
+        options = dict(options)  # checked by check_options
+        retries, best_of = options.pop("retries"), options.pop("best_of", None)
         self.retries = g.retries if retries is None else retries
-        if self.retries < 0:
-            raise TokttsError(f"retries must be >= 0, got {self.retries}")
+        self.best_of = g.best_of if best_of is None else best_of
+        self.sampling = {k: v for k, v in options.items() if k != "seed"}
         self.asr, self.verify = None, verify
         if verify or self.best_of > 1:
             from toktts.asr import PocketSphinx
@@ -454,6 +435,7 @@ class _Voice:
     its frames come all at once (`whole`) or while they are generated (`feed`)."""
 
     def __init__(self, tts: TTS):
+        self.threads = tts.threads
         self.decoder = FrameDecoder(tts.codec)
         self.trimmer = Trimmer(tts.sampling_rate, frame=self.decoder.hop)
         self.frames, self.final = 0, False
@@ -464,7 +446,9 @@ class _Voice:
         self.frames, self.final = codes.shape[1], final
         # Griffin-Lim and neural decoders can overshoot full scale a little; clip sample by
         # sample, which streaming can do as well as a whole-chunk pass.
-        return np.clip(self.trimmer.feed(self.decoder.feed(codes, final), final), -1.0, 1.0)
+        with num_threads(self.threads):
+            samples = self.decoder.feed(codes, final)
+        return np.clip(self.trimmer.feed(samples, final), -1.0, 1.0)
 
     def whole(self, codes: torch.Tensor) -> "_Voice":
         self.audio = self.feed(codes, final=True)
@@ -502,20 +486,6 @@ def _result(audio: np.ndarray, rate: int, reports: list[dict]) -> dict[str, Any]
     }
 
 
-def _check_sampling(temperature: float, top_k: int, top_p: float, cfg_scale: float = 1.0) -> None:
-    for name, value in (("temperature", temperature), ("top_p", top_p), ("cfg_scale", cfg_scale)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TokttsError(f"{name} must be a number, got {value!r}")
-    if not (math.isfinite(temperature) and (temperature == 0 or 1e-3 <= temperature <= 100)):
-        raise TokttsError(f"temperature must be 0 (greedy) or between 0.001 and 100, got {temperature}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise TokttsError(f"top_k must be a whole number >= 0 (0 = off), got {top_k!r}")
-    if not 0 < top_p <= 1:
-        raise TokttsError(f"top_p must be in (0, 1], got {top_p}")
-    if not (math.isfinite(cfg_scale) and 0 <= cfg_scale <= 10):
-        raise TokttsError(f"cfg_scale must be in [0, 10] (1 = no guidance), got {cfg_scale}")
-
-
 def _download_from_hub(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
 
@@ -536,11 +506,16 @@ def text_to_speech_pipeline(model_path: str | Path | None = None, device: str | 
     allowed = {"temperature", "top_k", "top_p", "cfg_scale", "best_of", "seed", "max_seconds", "do_sample"}
 
     def pipe(text: str, forward_params: dict | None = None) -> dict[str, Any]:
+        if forward_params is not None and not isinstance(forward_params, dict):
+            raise TokttsError(f"forward_params must be a dict such as {{'temperature': 0.7}}, got {forward_params!r}")
         params = dict(forward_params or {})
         unknown = set(params) - allowed
         if unknown:
             raise TokttsError(f"unknown forward_params {sorted(unknown)}; use {sorted(allowed)}")
-        if params.pop("do_sample", True) is False:
+        do_sample = params.pop("do_sample", True)
+        if not isinstance(do_sample, bool):
+            raise TokttsError(f"do_sample must be True or False, got {do_sample!r}")
+        if not do_sample:
             params["temperature"] = 0.0
         return tts(text, **params)
 

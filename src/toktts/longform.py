@@ -29,6 +29,7 @@ WORD_PAUSE = 0.05  # after a chunk cut between words (no punctuation to pause on
 
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"']))\s+")
 _CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
+_ENDS_CLAUSE = re.compile(r"[.!?,;:][\"')\]]*$")
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,11 @@ def pause_after(text: str) -> float:
 
 
 def split_text(text: str, max_chars: int) -> list[Chunk]:
-    """Cut normalised `text` into chunks of at most `max_chars` characters (a single word longer
-    than that stays whole), packing whole sentences together while they fit."""
+    """Cut normalised `text` into chunks of at most `max_chars` characters, packing whole
+    sentences together while they fit; a word longer than a chunk is cut too, so that the cost
+    of any text grows linearly with its length. A text that ends without punctuation gets a
+    full stop: the training transcripts end in one, and without it the model reads a short text
+    ("hello") as one that goes on and does not stop."""
     if max_chars < 1:
         raise ValueError(f"max_chars must be >= 1, got {max_chars}")
     pieces: list[str] = []
@@ -71,12 +75,16 @@ def split_text(text: str, max_chars: int) -> list[Chunk]:
             chunks[-1] += " " + piece
         else:
             chunks.append(piece)
+    if chunks and not _ENDS_CLAUSE.search(chunks[-1]):
+        chunks[-1] += "."  # one character over max_chars at most
     return [Chunk(c, pause_after(c)) for c in chunks]
 
 
 def _split_words(text: str, max_chars: int) -> list[str]:
-    """Cut at spaces into the fewest pieces of at most max_chars, of about equal length."""
-    words = text.split()
+    """Cut at spaces into the fewest pieces of at most max_chars, of about equal length; a word
+    longer than max_chars is first cut into pieces of max_chars."""
+    words = [w[i : i + max_chars] for w in text.split() for i in range(0, len(w), max_chars)]
+    text = " ".join(words)
     n_pieces = -(-len(text) // max_chars)
     while True:
         target = -(-len(text) // n_pieces)

@@ -26,12 +26,9 @@ import collections
 import contextlib
 import functools
 import hmac
-import io
 import logging
-import math
 import os
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -40,9 +37,11 @@ from importlib import resources
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
-from toktts.audio import to_int16
+from toktts.audio import (
+    MEDIA_TYPES, SPEED_RANGE, change_speed, encode, pcm16, supported_formats, wav_stream_header,
+)
+from toktts.config import BadValue, check_options
 from toktts.errors import TokttsError
 
 try:
@@ -57,69 +56,6 @@ except ImportError as e:
     raise TokttsError(f"the server needs FastAPI and uvicorn ({e.name} is missing): pip install 'toktts[server]'") from None
 
 log = logging.getLogger("toktts.server")
-
-SPEED_RANGE = (0.25, 4.0)
-MEDIA_TYPES = {"mp3": "audio/mpeg", "opus": "audio/ogg", "flac": "audio/flac", "wav": "audio/wav", "pcm": "audio/pcm"}
-# libsndfile's (container, subtype) per format; mp3 and Ogg/Opus need libsndfile >= 1.1.
-_SOUNDFILE = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III"),
-              "opus": ("OGG", "OPUS")}
-# The sampling rates the encoders take; anything else is resampled to 48 kHz first.
-_RATES = {"mp3": {8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000},
-          "opus": {8000, 12000, 16000, 24000, 48000}}
-
-
-def supported_formats() -> list[str]:
-    """The response formats this install can write, in OpenAI's order."""
-    have = sf.available_formats()
-    ok = {"wav", "pcm"}
-    if "FLAC" in have:
-        ok.add("flac")
-    if "MP3" in have:
-        ok.add("mp3")
-    if "OGG" in have and "OPUS" in sf.available_subtypes("OGG"):
-        ok.add("opus")
-    return [f for f in MEDIA_TYPES if f in ok]
-
-
-# -- audio --------------------------------------------------------------------------------------
-
-
-def pcm16(audio: np.ndarray) -> bytes:
-    return to_int16(audio).tobytes()
-
-
-def wav_stream_header(sample_rate: int) -> bytes:
-    """A 44-byte PCM WAV header for a stream of unknown length: the RIFF and data sizes are
-    0xFFFFFFFF, which readers (libsndfile, ffmpeg, browsers) take as "read to the end"."""
-    unknown = 0xFFFFFFFF
-    fmt = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * 2, 2, 16)  # PCM, mono, 16-bit
-    return b"RIFF" + struct.pack("<I", unknown) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt \
-        + b"data" + struct.pack("<I", unknown)
-
-
-def encode(audio: np.ndarray, sample_rate: int, fmt: str) -> bytes:
-    """A whole utterance in one response format."""
-    if fmt == "pcm":
-        return pcm16(audio)
-    if fmt in _RATES and sample_rate not in _RATES[fmt]:
-        import soxr
-
-        audio, sample_rate = soxr.resample(audio, sample_rate, 48000), 48000
-    container, subtype = _SOUNDFILE[fmt]
-    samples = to_int16(audio) if subtype == "PCM_16" else np.clip(audio, -1.0, 1.0)
-    buffer = io.BytesIO()
-    sf.write(buffer, samples, sample_rate, format=container, subtype=subtype)
-    return buffer.getvalue()
-
-
-def change_speed(audio: np.ndarray, speed: float) -> np.ndarray:
-    """Faster (> 1) or slower (< 1) speech at the same pitch (phase-vocoder time stretch)."""
-    if speed == 1.0:
-        return audio
-    import librosa
-
-    return librosa.effects.time_stretch(audio, rate=speed).astype(np.float32)
-
 
 # -- errors -------------------------------------------------------------------------------------
 
@@ -154,6 +90,57 @@ def _validation_message(err: dict) -> tuple[str, str | None]:
     if param is None:
         return f"the request body must be a JSON object, got {err.get('input')!r}", None
     return f"invalid {param!r}: {err.get('msg', 'wrong value').lower()}, got {err.get('input')!r}", param
+
+
+class BodyGuard:
+    """ASGI middleware bounding what a request body may cost before the app reads it: a body
+    whose Content-Length is over `max_bytes` is refused (413) without reading a byte, one sent
+    without a length is counted as it arrives, and the whole body must arrive within `timeout`
+    seconds (408), so a client that announces much and sends little cannot hold a connection."""
+
+    def __init__(self, app, max_bytes: int, timeout: float):
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                return await self._refuse(scope, receive, send, APIError(400, f"Content-Length {length.decode()!r} "
+                                                                         "is not a number of bytes"))
+            if int(length) > self.max_bytes:
+                return await self._refuse(scope, receive, send, self._too_large(int(length)))
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        received = 0
+
+        async def bounded_receive():
+            nonlocal received
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(left, 0.0))
+            except asyncio.TimeoutError:
+                # Raised where the app reads the body; FastAPI passes HTTPExceptions on to the
+                # app's handler, which answers in OpenAI's shape.
+                raise StarletteHTTPException(408, f"the request body did not arrive within {self.timeout:g} s; "
+                                                  "send it whole and promptly") from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise StarletteHTTPException(413, self._too_large(received).message)
+            return message
+
+        await self.app(scope, bounded_receive, send)
+
+    def _too_large(self, size: int) -> APIError:
+        return APIError(413, f"the request body is over {self.max_bytes} bytes ({size}); send less text",
+                        code="body_too_large")
+
+    @staticmethod
+    async def _refuse(scope, receive, send, error: APIError) -> None:
+        response = error.response()
+        response.headers["Connection"] = "close"  # the unread body is not drained
+        await response(scope, receive, send)
 
 
 # -- the model's worker -------------------------------------------------------------------------
@@ -365,16 +352,11 @@ def _check(req: SpeechRequest, formats: list[str], max_chars: int) -> str:
     if req.stream_format not in (None, "audio"):
         raise APIError(400, f"stream_format {req.stream_format!r} is not supported; use 'audio' (or leave it out)",
                        param="stream_format")
-    if req.temperature is not None and not (req.temperature >= 0 and math.isfinite(req.temperature)):
-        raise APIError(400, f"temperature must be >= 0 (0 = greedy), got {req.temperature}", param="temperature")
-    if req.top_k is not None and req.top_k < 0:
-        raise APIError(400, f"top_k must be >= 0 (0 = off), got {req.top_k}", param="top_k")
-    if req.top_p is not None and not 0 < req.top_p <= 1:
-        raise APIError(400, f"top_p must be in (0, 1], got {req.top_p}", param="top_p")
-    if req.cfg_scale is not None and not 0 <= req.cfg_scale <= 10:  # written so that NaN fails too
-        raise APIError(400, f"cfg_scale must be in [0, 10] (1 = no guidance), got {req.cfg_scale}", param="cfg_scale")
-    if req.seed is not None and not 0 <= req.seed < 2**63:
-        raise APIError(400, f"seed must be in [0, 2**63), got {req.seed}", param="seed")
+    try:
+        check_options(dict(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, cfg_scale=req.cfg_scale,
+                           seed=req.seed))
+    except BadValue as e:
+        raise APIError(400, str(e), param=e.name) from None
     if len(req.input) > max_chars:
         raise APIError(413, f"input is {len(req.input)} characters; this server takes at most {max_chars} "
                        "(--max-chars): split the text", param="input", code="input_too_long")
@@ -391,6 +373,7 @@ def create_app(
     max_batch: int = 8,
     warmup: bool = True,
     on_load_error: Callable[[BaseException], None] | None = None,
+    body_timeout: float = 10.0,
 ) -> FastAPI:
     """The FastAPI app. `tts_or_loader` is a `TTS` or a function returning one; a loader runs on
     the model's thread at startup while the app already answers (503 until it is ready)."""
@@ -411,6 +394,8 @@ def create_app(
     app = FastAPI(title="toktts", summary="OpenAI-compatible text-to-speech", lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     app.state.synth = synth
+    # A JSON string spends at most 6 bytes per character (\uXXXX); the other fields are short.
+    app.add_middleware(BodyGuard, max_bytes=6 * max_chars + 16384, timeout=body_timeout)
 
     async def require_key(request: Request) -> None:
         if api_key is None:
@@ -600,6 +585,8 @@ def serve(args) -> None:
     for name, low in (("max_chars", 1), ("max_queue", 1), ("max_batch", 1)):
         if getattr(args, name) < low:
             raise TokttsError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        raise TokttsError(f"--threads must be >= 1, got {args.threads}")
     if not 0 <= args.port <= 65535:
         raise TokttsError(f"--port must be in 0..65535, got {args.port}")
     api_key = args.api_key or os.environ.get("TOKTTS_API_KEY") or None
@@ -617,7 +604,7 @@ def serve(args) -> None:
         server.should_exit = True  # a server that can never answer should not pretend to run
 
     app = create_app(
-        functools.partial(TTS.from_pretrained, args.model, device=args.device),
+        functools.partial(TTS.from_pretrained, args.model, device=args.device, threads=args.threads),
         model_id=model_id, api_key=api_key, max_chars=args.max_chars, max_queue=args.max_queue,
         max_batch=args.max_batch, on_load_error=on_load_error,
     )

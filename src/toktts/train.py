@@ -26,7 +26,7 @@ from toktts.checkpoint import (
     checkpoint_dirs, load_latest_checkpoint, load_model_dir, save_checkpoint, save_model_dir, unwrap,
 )
 from toktts.codecs import build_codec
-from toktts.config import Config
+from toktts.config import Config, validate
 from toktts.data import TokenDataset, bucket_batches, cache_dir, collate
 from toktts.errors import TokttsError
 from toktts.files import write_atomic, writing
@@ -46,29 +46,6 @@ def complete_model_config(cfg: Config) -> Config:
     cfg.model.unconditional = cfg.model.unconditional or cfg.train.text_dropout > 0
     cfg.model.ctc_head = cfg.model.ctc_head or cfg.train.ctc_weight > 0
     return cfg
-
-
-def check_train_config(cfg: Config) -> None:
-    """One clear line for a training setting out of its range."""
-    t = cfg.train
-    fractions = {"input_noise": t.input_noise, "self_sampling": t.self_sampling, "text_dropout": t.text_dropout}
-    for name, value in fractions.items():
-        if not 0 <= value < 1:
-            raise TokttsError(f"train.{name} is a fraction, got {value}; use 0 to 0.5")
-    if not 0 <= cfg.model.input_dropout < 1:
-        raise TokttsError(f"model.input_dropout is a fraction, got {cfg.model.input_dropout}; use 0 to 0.5")
-    if t.ctc_weight < 0:
-        raise TokttsError(f"train.ctc_weight must be >= 0, got {t.ctc_weight}")
-    if t.codebook_weights:
-        n = cfg.codec.n_codebooks
-        if cfg.model.layout != "delay":
-            raise TokttsError("train.codebook_weights needs model.layout=delay (one stream per codebook)")
-        if len(t.codebook_weights) != n or min(t.codebook_weights) < 0 or sum(t.codebook_weights) <= 0:
-            raise TokttsError(
-                f"train.codebook_weights needs {n} weights >= 0 (one per codebook), got {t.codebook_weights}"
-            )
-    if t.self_sampling > 0 and cfg.model.layout != "delay":
-        raise TokttsError("train.self_sampling needs model.layout=delay")
 
 
 def lr_at(step: int, cfg: Config) -> float:
@@ -231,7 +208,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
         raise TokttsError(f"train.precision must be bf16, fp16 or fp32, got {t.precision!r}")
     if precision == "fp16" and not torch.cuda.is_available():
         raise TokttsError("train.precision=fp16 needs a GPU; use bf16 (fast on AMX CPUs) or fp32")
-    check_train_config(cfg)
+    validate(cfg)  # a Config built in Python has not been through load_config
     root = cache_dir(cfg)
     if not (root / "manifest.json").is_file():
         raise TokttsError(f"no token cache for this config at {str(root)!r}; run `toktts prepare` with the same config first")

@@ -1,0 +1,52 @@
+"""Where and how torch runs: the device, the precision context and the thread count, each
+resolved once and checked, for inference, training benchmarks and the CLI."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+from toktts.errors import TokttsError
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """A usable torch device: `device` ("cpu", "cuda", "cuda:1", "mps"), checked, or cuda if
+    there is one, else cpu."""
+    if device is None or device == "":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise TokttsError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TokttsError(f"device {device!r} asked for, but this torch sees no CUDA GPU; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise TokttsError(f"device {device!r}: there are {torch.cuda.device_count()} GPUs; use cuda:0 or another")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise TokttsError(f"device {device!r} asked for, but Apple's MPS is not available here; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise TokttsError(f"device {device!r} is not supported; use cpu, cuda, cuda:N or mps")
+    return dev
+
+
+@contextlib.contextmanager
+def num_threads(n: int | None) -> Iterator[None]:
+    """Run torch on `n` intra-op threads inside the block (None: leave it as it is)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast is the fast path on AMX CPUs and on GPUs; fp32 runs without it."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" and device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype)

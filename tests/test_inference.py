@@ -1,0 +1,108 @@
+"""The `TTS` facade's boundary: whatever a caller passes, a result or one TokttsError line."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from toktts.checkpoint import load_model_dir
+from toktts.config import ModelConfig
+from toktts.errors import TokttsError
+from toktts.devices import resolve_device
+from toktts.inference import TTS, bundled_voice_dir, text_to_speech_pipeline
+from toktts.model import TokTTS
+
+
+@pytest.fixture(scope="module")
+def tiny() -> TTS:
+    """Random weights, tiny, with the bundled voice's codec: fast to run, real in every other way."""
+    _, cfg, codec = load_model_dir(bundled_voice_dir())
+    m = cfg.model
+    cfg.model = ModelConfig(enc_layers=1, enc_dim=32, enc_heads=2, dec_layers=1, dec_dim=32, dec_heads=2,
+                            unconditional=True, text_vocab_size=m.text_vocab_size, n_codebooks=m.n_codebooks,
+                            codebook_size=m.codebook_size)
+    torch.manual_seed(0)
+    return TTS(TokTTS(cfg.model).eval(), cfg, codec, torch.device("cpu"))
+
+
+# Values a caller might pass for any option: right ones, wrong ones, wrong types.
+_any = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 20), st.integers(min_value=2**63, max_value=2**70),
+    st.sampled_from([0.0, 0.5, 0.95, 1.0, 1.5, -1.0, 1e-45, math.nan, math.inf, -math.inf]),
+    st.sampled_from(["x", "", "0.5", [1, 2], {"a": 1}, b"\x00"]),
+)
+_options = st.fixed_dictionaries({}, optional={name: _any for name in (
+    "temperature", "top_k", "top_p", "cfg_scale", "seed", "best_of", "retries", "verify", "max_seconds")})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(options=_options)
+def test_any_options_give_audio_or_one_clear_error(tiny, options):
+    options = dict(options)
+    if options.get("best_of") not in (None, 1) or options.get("verify") is True:
+        options.pop("best_of", None)  # ASR takes: right, but slow for a property test
+        options.pop("verify", None)
+    if isinstance(options.get("max_seconds"), (int, float)) and not isinstance(options["max_seconds"], bool) \
+            and 0 < options["max_seconds"] <= 600:
+        options["max_seconds"] = 0.3  # any valid length: keep the test short
+    try:
+        out = tiny("Hi there.", **options)
+    except TokttsError as e:
+        assert "\n" not in str(e) and str(e)
+        return
+    assert out["audio"].dtype == np.float32 and np.isfinite(out["audio"]).all()
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(temperature=math.nan), "temperature must be 0 or from 0.001 to 100"),
+    (dict(top_k=1.5), "top_k must be a whole number"),
+    (dict(seed=2**70), "seed must be from 0"),
+    (dict(max_seconds=-1), "max_seconds must be in (0, 600]"),
+    (dict(max_seconds=math.nan), "max_seconds"),
+    (dict(retries=-1), "retries must be from 0 to 16"),
+    (dict(verify="yes"), "verify must be True or False"),
+    (dict(beams=4), "unknown synthesis option(s) ['beams']"),
+    (dict(best_of=0), "best_of must be from 1 to 16"),
+    (dict(cfg_scale=math.nan), "cfg_scale must be from 0 to 10"),
+    (dict(temperature=math.inf), "temperature must be 0 or"),
+    (dict(temperature=-1.0), "temperature must be 0 or"),
+    (dict(temperature=1e-45), "temperature must be 0 or"),
+    (dict(temperature="x"), "temperature must be a number, got 'x'"),
+])
+def test_bad_values_name_the_argument(tiny, kwargs, words):
+    with pytest.raises(TokttsError) as info:
+        tiny("Hi.", **kwargs)
+    assert words in str(info.value)
+
+
+def test_stream_and_generate_tokens_check_the_same_way(tiny):
+    with pytest.raises(TokttsError, match="temperature"):
+        list(tiny.stream("Hi.", temperature=-1))
+    with pytest.raises(TokttsError, match="top_p"):
+        tiny.generate_tokens(["Hi."], top_p=0)
+    with pytest.raises(TokttsError, match="text must be a string"):
+        tiny(42)
+
+
+def test_pipeline_forward_params_must_be_a_dict(tiny, tmp_path):
+    pipe = text_to_speech_pipeline(tiny.save_pretrained(tmp_path / "tiny"))
+    with pytest.raises(TokttsError, match="forward_params must be a dict"):
+        pipe("Hi.", forward_params="greedy")
+    with pytest.raises(TokttsError, match="do_sample must be True or False"):
+        pipe("Hi.", forward_params={"do_sample": "no"})
+    assert pipe("Hi.", forward_params={"do_sample": False, "max_seconds": 0.3})["audio"].dtype == np.float32
+
+
+@pytest.mark.parametrize("device, words", [
+    ("toaster", "unknown device 'toaster'"), ("cuda:0", "no CUDA GPU"), ("meta", "not supported"),
+])
+def test_devices_are_checked(device, words):
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(TokttsError, match=words):
+        resolve_device(device)
+    assert resolve_device("cpu").type == "cpu"
