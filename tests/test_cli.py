@@ -90,3 +90,17 @@ def test_say_refuses_bad_outputs_and_inputs_before_any_work(tmp_path):
                           input=b"caf\xe9 au lait", capture_output=True, timeout=120)
     assert proc.returncode == 2 and b"stdin is not UTF-8" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latin1.txt"]  # nothing written
+
+
+def test_a_kill_leaves_nothing_behind(tmp_path):
+    import signal
+    import time
+
+    text = "It was the best of times, it was the worst of times. " * 20
+    proc = subprocess.Popen([sys.executable, "-m", "toktts.cli", "say", text, "-o", str(tmp_path / "x.wav")],
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(6)  # loaded and speaking
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().endswith("interrupted"), err
+    assert list(tmp_path.iterdir()) == []

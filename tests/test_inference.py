@@ -106,3 +106,23 @@ def test_devices_are_checked(device, words):
     with pytest.raises(TokttsError, match=words):
         resolve_device(device)
     assert resolve_device("cpu").type == "cpu"
+
+
+def _longest_zero_run(audio: np.ndarray) -> int:
+    zero = np.concatenate([[0], (audio == 0).astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(zero))
+    return int((edges[1::2] - edges[::2]).max()) if len(edges) else 0
+
+
+def test_ssml_breaks_and_the_lexicon_reach_the_audio(tiny):
+    out = tiny('<speak>Hi there. <break time="1500ms"/> <sub alias="bye now">BN</sub></speak>', seed=0,
+               max_seconds=0.3, retries=0)
+    assert [c["text"] for c in out["chunks"]] == ["hi there.", "bye now."]
+    assert _longest_zero_run(out["audio"]) >= 1.5 * tiny.sampling_rate  # the break, as silence
+    tiny.use_lexicon({"Nguyen": "win"})
+    try:
+        assert tiny("Nguyen.", seed=0, max_seconds=0.3)["text"] == "win."
+    finally:
+        tiny.use_lexicon(None)
+    with pytest.raises(TokttsError, match="a lexicon is a dict"):
+        tiny.use_lexicon(42)

@@ -17,6 +17,9 @@ from importlib import resources
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -315,6 +318,47 @@ def test_a_model_that_fails_to_load_answers_503_with_the_reason():
             time.sleep(0.02)
         assert health["status"] == "failed" and "/nonexistent/model" in health["error"]
         assert_openai_error(speech(url, input="Hi."), 503, None, "failed to load", "/nonexistent/model")
+
+
+@pytest.fixture(scope="module")
+def tiny_url():
+    """A server over a tiny random-weight model with the bundled voice's codec: fast answers."""
+    from toktts.checkpoint import load_model_dir
+    from toktts.config import ModelConfig
+    from toktts.inference import bundled_voice_dir
+    from toktts.model import TokTTS
+
+    _, cfg, codec = load_model_dir(bundled_voice_dir())
+    m = cfg.model
+    cfg.model = ModelConfig(enc_layers=1, enc_dim=32, enc_heads=2, dec_layers=1, dec_dim=32, dec_heads=2,
+                            unconditional=True, text_vocab_size=m.text_vocab_size, n_codebooks=m.n_codebooks,
+                            codebook_size=m.codebook_size)
+    cfg.generate.max_seconds = 0.5
+    tiny = TTS(TokTTS(cfg.model).eval(), cfg, codec, torch.device("cpu"))
+    with running(create_app(tiny, max_chars=200, warmup=False)) as url:
+        yield url
+
+
+_field = st.one_of(st.none(), st.booleans(), st.integers(-5, 2**65), st.floats(allow_nan=False),
+                   st.text(max_size=5), st.sampled_from(["wav", "pcm", "mp3", "flac", "opus", "aac", "audio", "sse"]),
+                   st.lists(st.integers(), max_size=2))
+_body = st.fixed_dictionaries(
+    {"input": st.one_of(st.text(max_size=40), st.integers(), st.none(), st.text(min_size=201, max_size=210))},
+    optional={k: _field for k in ("model", "voice", "response_format", "speed", "stream_format", "temperature",
+                                  "top_k", "top_p", "cfg_scale", "seed", "instructions", "extra")},
+)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=_body)
+def test_any_json_body_is_served_or_refused_in_openais_shape(tiny_url, body):
+    r = httpx.post(f"{tiny_url}/v1/audio/speech", json=body, timeout=60)
+    if r.status_code == 200:
+        assert r.content
+        return
+    assert r.status_code in (400, 413), r.text  # never a 500 for what a client sent
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and "\n" not in err["message"]
 
 
 # -- concurrency --------------------------------------------------------------------------------

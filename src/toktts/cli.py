@@ -99,6 +99,7 @@ def _read_text(args) -> str:
 def cmd_say(args) -> None:
     from toktts.audio import SPEED_RANGE, change_speed, output_format, write_audio
     from toktts.inference import TTS
+    from toktts.text import Lexicon
 
     lo, hi = SPEED_RANGE
     if not lo <= args.speed <= hi:  # written so that NaN fails too
@@ -109,8 +110,10 @@ def cmd_say(args) -> None:
         raise TokttsError("the output path -o is empty; give a file name, e.g. -o out.wav")
     output = args.output if args.output is not None else ("" if args.stream else "out.wav")
     fmt = output_format(output, args.format) if output else None  # a bad -o fails before any work
+    if args.lexicon:
+        Lexicon.from_file(args.lexicon)  # a bad lexicon fails before the model loads
     text = _read_text(args)
-    tts = TTS.from_pretrained(args.model, device=args.device, threads=args.threads)
+    tts = TTS.from_pretrained(args.model, device=args.device, threads=args.threads).use_lexicon(args.lexicon)
     seed = args.seed
     if seed is None:  # a seed for every take, printed, so that a good one can be had again
         seed = tts.cfg.generate.seed if tts.cfg.generate.seed is not None else random.randrange(2**31)
@@ -200,9 +203,12 @@ def cmd_bench(args) -> None:
 
 
 def cmd_normalize(args) -> None:
-    from toktts.text import normalize
+    from toktts.ssml import read
+    from toktts.text import Lexicon
 
-    print(normalize(_read_text(args)))
+    lexicon = Lexicon.from_file(args.lexicon) if args.lexicon else None
+    for part in read(_read_text(args), lexicon):  # one line per part; SSML pauses shown after it
+        print(part.text if part.pause is None else f"{part.text}  [pause {part.pause:g} s]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,8 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("say", help="synthesize text to a wav file")
-    p.add_argument("text", nargs="?", default=None, help="the text, or - to read stdin")
+    p = sub.add_parser("say", help="synthesize text (or SSML) to an audio file")
+    p.add_argument("text", nargs="?", default=None,
+                   help="the text, or - to read stdin; SSML (<speak>, <break>, <say-as>, <sub>, <p>, <s>) is understood")
+    p.add_argument("--lexicon", default=None, metavar="FILE",
+                   help="respellings, one `word respelling` per line, e.g. `Nguyen win`")
     p.add_argument("--text-file", default=None, metavar="FILE", help="read the text from a UTF-8 file")
     p.add_argument("--model", default=None, help="model directory or Hub id (default: the bundled voice)")
     p.add_argument("-o", "--output", default=None, metavar="FILE",
@@ -296,8 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("normalize", help="print the text as the model will read it")
-    p.add_argument("text", nargs="?", default=None)
-    p.add_argument("--text-file", default=None)
+    p.add_argument("text", nargs="?", default=None, help="the text or SSML, or - to read stdin")
+    p.add_argument("--text-file", default=None, metavar="FILE", help="read the text from a UTF-8 file")
+    p.add_argument("--lexicon", default=None, metavar="FILE", help="respellings, one `word respelling` per line")
     p.set_defaults(func=cmd_normalize)
 
     p = sub.add_parser("serve", help="OpenAI-compatible speech API and a web page (pip install 'toktts[server]')")
@@ -311,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for synthesis (default 1: the fastest when anything else runs)")
+    p.add_argument("--lexicon", default=None, metavar="FILE", help="respellings, one `word respelling` per line")
     p.set_defaults(func=cmd_serve)
     return parser
 

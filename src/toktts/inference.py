@@ -24,7 +24,9 @@ from toktts.errors import TokttsError
 from toktts.files import writing
 from toktts.longform import DEFAULT_CHUNK_CHARS, FrameDecoder, Trimmer, split_text
 from toktts.model import Progress, TokTTS
-from toktts.text import VOCAB, normalize
+from toktts import ssml
+from toktts.ssml import Part
+from toktts.text import VOCAB, Lexicon
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class TTS:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise TokttsError(f"threads must be a whole number >= 1, got {threads!r}")
         self.threads: int | None = threads or (1 if device.type == "cpu" else None)
+        self.lexicon: Lexicon | None = None  # respellings applied before normalisation (`use_lexicon`)
         self.sampling_rate = codec.sample_rate
 
     @classmethod
@@ -100,14 +103,26 @@ class TTS:
 
     # -- text -------------------------------------------------------------------------------
 
+    def use_lexicon(self, lexicon: Lexicon | dict[str, str] | str | Path | None) -> "TTS":
+        """Say words as respelled: a `Lexicon`, a dict {word: respelling}, or a lexicon file
+        (one `word respelling` per line); None removes it. Returns self."""
+        if lexicon is None or isinstance(lexicon, Lexicon):
+            self.lexicon = lexicon
+        elif isinstance(lexicon, dict):
+            self.lexicon = Lexicon(lexicon)
+        elif isinstance(lexicon, (str, Path)):
+            self.lexicon = Lexicon.from_file(lexicon)
+        else:
+            raise TokttsError(f"a lexicon is a dict, a file path or a Lexicon, got {type(lexicon).__name__}")
+        return self
+
+    def spoken_parts(self, text: str) -> list[Part]:
+        """What the model will read (`toktts.ssml.read`: SSML, this model's lexicon, normalisation)."""
+        return ssml.read(text, self.lexicon, normalise=self.cfg.data.normalize)
+
     def prepare_text(self, text: str) -> str:
-        if not isinstance(text, str):
-            raise TokttsError(f"text must be a string, got {type(text).__name__}")
-        spoken = normalize(text) if self.cfg.data.normalize else text
-        if not spoken.strip() or not VOCAB.encode(spoken):
-            shown = text if len(text) < 40 else text[:37] + "..."
-            raise TokttsError(f"nothing to say in {shown!r}: the text is empty after normalisation; give words")
-        return spoken
+        """The text as the model reads it (see `spoken_parts`), its parts joined."""
+        return " ".join(part.text for part in self.spoken_parts(text))
 
     def max_steps(self, text: str, max_seconds: float | None = None) -> int:
         """The decoder-step limit for a text: 1 s + seconds_per_char per character, capped."""
@@ -185,7 +200,12 @@ class TTS:
         jobs = []
         for owner, (text, text_seed) in enumerate(zip(texts, seeds)):
             text_seed = self.cfg.generate.seed if text_seed is None else text_seed
-            chunks = split_text(self.prepare_text(text), max_chars)
+            chunks = []
+            for part in self.spoken_parts(text):
+                pieces = split_text(part.text, max_chars)
+                if part.pause is not None:  # an SSML break or sentence: its pause, not the punctuation's
+                    pieces[-1] = replace(pieces[-1], pause=part.pause)
+                chunks += pieces
             for index, chunk in enumerate(chunks):
                 pause = chunk.pause if index < len(chunks) - 1 else 0.0
                 jobs.append(_Job(owner, index, chunk.text, pause, None if text_seed is None else _fold(text_seed + index)))

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import hmac
 import logging
 import os
@@ -43,6 +42,7 @@ from toktts.audio import (
 )
 from toktts.config import BadValue, check_options
 from toktts.errors import TokttsError
+from toktts.text import Lexicon
 
 try:
     import uvicorn
@@ -589,6 +589,7 @@ def serve(args) -> None:
         raise TokttsError(f"--threads must be >= 1, got {args.threads}")
     if not 0 <= args.port <= 65535:
         raise TokttsError(f"--port must be in 0..65535, got {args.port}")
+    lexicon = Lexicon.from_file(args.lexicon) if args.lexicon else None  # a bad file fails before binding
     api_key = args.api_key or os.environ.get("TOKTTS_API_KEY") or None
     model_id = "toktts-" + (os.path.basename(os.path.normpath(args.model)) if args.model else BUNDLED_VOICE)
     sock = bind_socket(args.host, args.port)
@@ -604,7 +605,7 @@ def serve(args) -> None:
         server.should_exit = True  # a server that can never answer should not pretend to run
 
     app = create_app(
-        functools.partial(TTS.from_pretrained, args.model, device=args.device, threads=args.threads),
+        lambda: TTS.from_pretrained(args.model, device=args.device, threads=args.threads).use_lexicon(lexicon),
         model_id=model_id, api_key=api_key, max_chars=args.max_chars, max_queue=args.max_queue,
         max_batch=args.max_batch, on_load_error=on_load_error,
     )

@@ -51,6 +51,7 @@ import operator
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 from num2words import num2words
 from unidecode import unidecode
@@ -210,7 +211,7 @@ _URL_HINT = re.compile(
     re.IGNORECASE,
 )
 _ADDRESS_PIECE = re.compile(r"[A-Za-z]+|[0-9]+|[^A-Za-z0-9]")
-_ADDRESS_SCHEME = re.compile(r"^(?:https?|ftp)://", re.IGNORECASE)
+_ADDRESS_SCHEME = re.compile(r"^(https?|ftp)://", re.IGNORECASE)
 _ADDRESS_SYMBOLS = {
     ".": "dot", "/": "slash", "@": "at", "-": "dash", "_": "underscore", ":": "colon",
     "?": "question mark", "=": "equals", "&": "and", "#": "hash", "+": "plus", "~": "tilde",
@@ -225,8 +226,12 @@ def _say_address(m: re.Match) -> str:
     address = m.group(0)
     trailer = _ADDRESS_TRAILER.search(address)
     tail = trailer.group(0) if trailer else ""
-    address = _ADDRESS_SCHEME.sub("", address[: len(address) - len(tail)])
+    address = address[: len(address) - len(tail)]
+    scheme = _ADDRESS_SCHEME.match(address)
     words = []
+    if scheme:  # "https://" -> "h t t p s colon slash slash"
+        words += [" ".join(scheme.group(1).lower()), "colon slash slash"]
+        address = address[scheme.end():]
     for piece in _ADDRESS_PIECE.findall(address):
         if piece.isalpha():
             words.append("w w w" if piece.lower() == "www" else piece.lower())
@@ -249,6 +254,15 @@ _PHONE = re.compile(
 def _say_phone(m: re.Match) -> str:
     area = m.group(1) or m.group(2)
     return " " + ", ".join(_digits(g) for g in (area, m.group(3), m.group(4))) + " "
+
+
+# A local number, 555-1234: the exchange starts with 2-9, so "100-1000" stays a range (but
+# "200-1000" is read as a number to dial).
+_LOCAL_PHONE = re.compile(r"(?<![\d,.-])([2-9]\d{2})-(\d{4})(?![\d-]|[.,]\d)")
+
+
+def _say_local_phone(m: re.Match) -> str:
+    return f" {_digits(m.group(1))}, {_digits(m.group(2))} "
 
 
 # --------------------------------------------------------------------------------------------
@@ -1029,7 +1043,8 @@ def normalize(text: str) -> str:
     month first unless the first field is over 12; "5 in" is not read as inches, "5 m" is meters;
     abbreviations need their capital ("mr. smith" stays "mr."), acronyms and Roman numerals theirs
     ("fbi", "chapter iv" are read as words); "Henry I" is "henry the first" even when "I" is the
-    pronoun; only North American phone numbers and a fixed list of top-level domains are read.
+    pronoun; only North American phone numbers and a fixed list of top-level domains are read, and
+    "200-1000" (a hyphen between three digits from 200 and four) is read as a local phone number.
     """
     if not isinstance(text, str):
         raise TokttsError(f"normalize expects a str, got {type(text).__name__}: {text!r:.80}")
@@ -1039,7 +1054,7 @@ def normalize(text: str) -> str:
     if _URL_HINT.search(text):
         text = _URL.sub(_say_address, text)
     if _PHONE_HINT.search(text):
-        text = _PHONE.sub(_say_phone, text)
+        text = _LOCAL_PHONE.sub(_say_local_phone, _PHONE.sub(_say_phone, text))
     text = _regular_punctuation(text)
     text = _numbers(text)
     if _URL_HINT.search(text):
@@ -1049,6 +1064,57 @@ def normalize(text: str) -> str:
     text = _abbreviations(text)
     text = _numerals_and_acronyms(text)
     return _tidy(text)
+
+
+# --------------------------------------------------------------------------------------------
+# A user's lexicon: words the model says wrongly, respelled the way they sound.
+
+
+class Lexicon:
+    """Whole words (any case) replaced by respellings before normalisation, since the model reads
+    letters, not phonemes: `Lexicon({"Nguyen": "win", "SQL": "sequel"})("SQL by Nguyen")` ->
+    "sequel by win". A file holds one entry per line, the word, then whitespace, then its
+    respelling; blank lines and lines starting with # are skipped."""
+
+    def __init__(self, entries: dict[str, str]):
+        for word, respelling in entries.items():
+            if not isinstance(word, str) or not isinstance(respelling, str) or not word.strip():
+                raise TokttsError(f"a lexicon maps words to respellings (text to text), got {word!r}: {respelling!r}")
+        self.entries = {w.strip().lower(): r.strip() for w, r in entries.items()}
+        words = sorted(self.entries, key=len, reverse=True)  # the longest match first ("New York" over "New")
+        alternatives = "|".join(re.escape(w) for w in words)
+        self._pattern = re.compile(rf"(?<![\w'])(?:{alternatives})(?![\w'])", re.IGNORECASE) if words else None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Lexicon":
+        path = Path(path)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise TokttsError(f"lexicon file {str(path)!r} not found") from None
+        except UnicodeDecodeError as e:
+            raise TokttsError(f"lexicon file {str(path)!r} is not UTF-8 (byte {e.start}); save it as UTF-8") from None
+        except OSError as e:
+            raise TokttsError(f"cannot read lexicon file {str(path)!r} ({e.strerror})") from None
+        entries = {}
+        for number, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            fields = line.split(None, 1)
+            if len(fields) != 2:
+                raise TokttsError(f"{str(path)}:{number}: {line!r} has no respelling; write the word, a space, "
+                                  "then how to say it")
+            entries[fields[0]] = fields[1]
+        return cls(entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __call__(self, text: str) -> str:
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(lambda m: self.entries[m.group(0).lower()], text)
 
 
 # --------------------------------------------------------------------------------------------
