@@ -15,6 +15,27 @@ def test_help_lists_the_subcommands():
         assert name in proc.stdout
 
 
+def test_every_option_has_help_and_there_is_a_version():
+    import argparse
+
+    from toktts.cli import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, path + [name])
+            elif not action.help:
+                missing.append(" ".join(path + [action.dest]))
+
+    walk(build_parser(), ["toktts"])
+    assert missing == []
+    proc = run("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("toktts ")
+
+
 def test_normalize_prints_what_the_model_reads():
     proc = run("normalize", "The 3rd of May, 1997, cost $5.50")
     assert proc.returncode == 0
@@ -104,3 +125,25 @@ def test_a_kill_leaves_nothing_behind(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip().endswith("interrupted"), err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_voices_lists_the_folder_and_say_takes_a_voice_by_name(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from toktts.voices import bundled_voice_dir
+
+    folder = tmp_path / "voices"
+    folder.mkdir()
+    (folder / "second").symlink_to(bundled_voice_dir())
+    (folder / "not-a-voice").mkdir()
+    monkeypatch.setenv("TOKTTS_VOICES", str(folder))
+    listed = json.loads(run("voices", "--json").stdout)
+    assert [(v["name"], v["default"]) for v in listed] == [("demo", True), ("second", False)]
+    assert listed[1]["codec"] == "mel" and listed[1]["sampling_rate"] == 24000
+    assert "second" in run("voices").stdout
+    proc = run("say", "Hi.", "--voice", "second", "-o", str(tmp_path / "x.wav"))
+    assert proc.returncode == 0 and os.path.getsize(tmp_path / "x.wav") > 1000, proc.stderr
+    assert "unknown voice 'zzz'; the voices here are: demo, second" in _error_line(
+        run("say", "Hi.", "--voice", "zzz", "-o", str(tmp_path / "y.wav")))
+    assert "not both" in _error_line(run("say", "Hi.", "--voice", "demo", "--model", str(folder / "second")))

@@ -27,6 +27,7 @@ openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 
 from toktts.audio import supported_formats  # noqa: E402
+from toktts.errors import TokttsError  # noqa: E402
 from toktts.inference import TTS  # noqa: E402
 from toktts.server import bind_socket, create_app  # noqa: E402
 
@@ -320,9 +321,8 @@ def test_a_model_that_fails_to_load_answers_503_with_the_reason():
         assert_openai_error(speech(url, input="Hi."), 503, None, "failed to load", "/nonexistent/model")
 
 
-@pytest.fixture(scope="module")
-def tiny_url():
-    """A server over a tiny random-weight model with the bundled voice's codec: fast answers."""
+def tiny_tts(seed: int = 0) -> TTS:
+    """A tiny random-weight model with the bundled voice's codec: fast answers."""
     from toktts.checkpoint import load_model_dir
     from toktts.config import ModelConfig
     from toktts.inference import bundled_voice_dir
@@ -334,9 +334,44 @@ def tiny_url():
                             unconditional=True, text_vocab_size=m.text_vocab_size, n_codebooks=m.n_codebooks,
                             codebook_size=m.codebook_size)
     cfg.generate.max_seconds = 0.5
-    tiny = TTS(TokTTS(cfg.model).eval(), cfg, codec, torch.device("cpu"))
-    with running(create_app(tiny, max_chars=200, warmup=False)) as url:
+    torch.manual_seed(seed)
+    return TTS(TokTTS(cfg.model).eval(), cfg, codec, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def tiny_url():
+    with running(create_app(tiny_tts(), max_chars=200, warmup=False)) as url:
         yield url
+
+
+def test_voices_are_listed_chosen_loaded_lazily_and_bounded(tts, caplog):
+    caplog.set_level(logging.INFO, logger="toktts.server")
+
+    def broken() -> TTS:
+        raise TokttsError("model directory 'x' is incomplete")
+
+    voices = {"tiny": lambda: tiny_tts(1), "tiny2": lambda: tiny_tts(2), "broken": broken}
+    with running(create_app(tts, warmup=False, voices=voices, max_voices=1)) as url:
+        listed = httpx.get(f"{url}/v1/audio/voices").json()
+        assert [v["id"] for v in listed["data"]] == ["demo", "tiny", "tiny2", "broken"]
+        assert listed["default"] == "demo" and "alloy" in listed["aliases"]
+        assert [v["loaded"] for v in listed["data"]] == [True, False, False, False]  # lazily
+
+        def take(voice) -> bytes:
+            r = speech(url, input="Hi there.", voice=voice, seed=5, response_format="pcm")
+            assert r.status_code == 200, r.text
+            return r.content
+
+        default = take("demo")
+        assert take("alloy") == default and take({"id": "nova"}) == default  # OpenAI's names: the default
+        assert take("tiny") != default
+        assert [v["loaded"] for v in httpx.get(f"{url}/v1/audio/voices").json()["data"]] == [True, True, False, False]
+        take("tiny2")  # max_voices=1: tiny goes
+        assert [v["loaded"] for v in httpx.get(f"{url}/v1/audio/voices").json()["data"]] == [True, False, True, False]
+        assert "voice tiny unloaded" in caplog.text
+        assert_openai_error(speech(url, input="Hi.", voice="zzz"), 400, "voice", "'zzz'", "demo, tiny, tiny2")
+        assert_openai_error(speech(url, input="Hi.", voice="broken"), 500, "voice", "failed to load", "incomplete")
+        assert take("demo") == default  # the others' troubles leave the default voice as it was
 
 
 _field = st.one_of(st.none(), st.booleans(), st.integers(-5, 2**65), st.floats(allow_nan=False),

@@ -22,11 +22,12 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default: the model's)")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes, 0 = all (default: the model's)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling, 1 = off (default: the model's)")
     p.add_argument("--cfg-scale", type=float, default=None,
                    help="classifier-free guidance, 1 = off (default: the model's)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None,
+                   help="the take to make (default: a random one, printed so that it can be made again)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for synthesis (default 1: the fastest when anything else runs)")
@@ -96,6 +97,37 @@ def _read_text(args) -> str:
     return args.text
 
 
+def _model_path(args) -> str | None:
+    """--voice NAME or --model DIR (neither: the bundled voice)."""
+    from toktts.voices import voice_dir
+
+    if args.voice and args.model:
+        raise TokttsError("give --voice NAME or --model DIR, not both")
+    return str(voice_dir(args.voice)) if args.voice else args.model
+
+
+def cmd_voices(args) -> None:
+    import json
+
+    from toktts.voices import BUNDLED_VOICE, describe, find_voices, voices_dir
+
+    voices = {name: describe(path) for name, path in find_voices().items()}
+    if args.json:
+        print(json.dumps([{"name": name, "default": name == BUNDLED_VOICE, **info} for name, info in voices.items()]))
+        return
+    rows = [("NAME", "CODEC", "RATE", "SIZE", "GUIDANCE", "PATH")]
+    for name, v in voices.items():
+        if "error" in v:
+            rows.append((name, "?", "?", "?", "?", f"{v['path']} ({v['error']})"))
+        else:
+            rows.append((name + (" (default)" if name == BUNDLED_VOICE else ""), str(v["codec"]),
+                         str(v["sampling_rate"]), f"{v['size_mb']} MB", "yes" if v["guidance"] else "no", v["path"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    print(f"\nmore voices: model directories in {voices_dir()} ($TOKTTS_VOICES)")
+
+
 def cmd_say(args) -> None:
     from toktts.audio import SPEED_RANGE, change_speed, output_format, write_audio
     from toktts.inference import TTS
@@ -113,7 +145,7 @@ def cmd_say(args) -> None:
     if args.lexicon:
         Lexicon.from_file(args.lexicon)  # a bad lexicon fails before the model loads
     text = _read_text(args)
-    tts = TTS.from_pretrained(args.model, device=args.device, threads=args.threads).use_lexicon(args.lexicon)
+    tts = TTS.from_pretrained(_model_path(args), device=args.device, threads=args.threads).use_lexicon(args.lexicon)
     seed = args.seed
     if seed is None:  # a seed for every take, printed, so that a good one can be had again
         seed = tts.cfg.generate.seed if tts.cfg.generate.seed is not None else random.randrange(2**31)
@@ -211,30 +243,40 @@ def cmd_normalize(args) -> None:
         print(part.text if part.pause is None else f"{part.text}  [pause {part.pause:g} s]")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("toktts")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toktts", description="Character-to-codec-token text-to-speech.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"toktts {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     corpus = sub.add_parser("corpus", help="get or make an LJSpeech-layout corpus")
     csub = corpus.add_subparsers(dest="corpus_command", required=True)
     p = csub.add_parser("synth", help="synthesize a corpus offline with flite from the LJSpeech transcripts")
-    p.add_argument("--out", required=True)
-    p.add_argument("--voice", default="slt")
+    p.add_argument("--out", required=True, metavar="DIR", help="the corpus directory to write (metadata.csv, wavs/)")
+    p.add_argument("--voice", default="slt", help="flite voice (default: slt); `flite -lv` lists them")
     p.add_argument("--texts", default=None, help="file of `id|text` lines (default: LJSpeech train transcripts)")
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--limit", type=int, default=None, help="only the first N sentences")
+    p.add_argument("--jobs", type=int, default=2, help="flite processes at once (default: 2)")
     p.set_defaults(func=cmd_corpus_synth)
     p = csub.add_parser("download", help="download a corpus (resumable)")
-    p.add_argument("name", choices=["ljspeech"])
-    p.add_argument("--out", required=True)
+    p.add_argument("name", choices=["ljspeech"], help="which corpus")
+    p.add_argument("--out", required=True, metavar="DIR", help="where to unpack it")
     p.add_argument("--url", default=None, help="a mirror of the tarball")
     p.add_argument("--sha256", default=None, help="checksum of the mirror's tarball")
     p.set_defaults(func=cmd_corpus_download)
 
     p = sub.add_parser("prepare", help="turn a corpus into a token cache (once)")
     _config_args(p)
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="where the codec encodes: cpu (default), cuda, cuda:1 ...")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="train a model (accelerate launch works too)")
@@ -249,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="respellings, one `word respelling` per line, e.g. `Nguyen win`")
     p.add_argument("--text-file", default=None, metavar="FILE", help="read the text from a UTF-8 file")
     p.add_argument("--model", default=None, help="model directory or Hub id (default: the bundled voice)")
+    p.add_argument("--voice", default=None, metavar="NAME", help="a voice by name (see `toktts voices`)")
     p.add_argument("-o", "--output", default=None, metavar="FILE",
                    help="where to write the audio (default: out.wav); the extension chooses the format: "
                         ".wav .flac .mp3 .ogg/.opus .pcm (raw 16-bit); /dev/stdout and FIFOs are written through")
@@ -272,37 +315,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="default: the config's train.output_dir")
     p.add_argument("--out", default=None, help="default: <model>/samples")
     p.add_argument("--limit", type=int, default=4, help="rows per split")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     p.set_defaults(func=cmd_samples)
 
     p = sub.add_parser("evaluate", help="intelligibility (ASR CER/WER), stops and speed, with an HTML report")
     p.add_argument("--model", default=None, help="model directory (default: the bundled voice)")
     p.add_argument("--corpus", required=True, help="LJSpeech-layout corpus with the reference recordings")
-    p.add_argument("--split", default="val", choices=["val", "all"])
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--split", default="val", choices=["val", "all"],
+                   help="val: the sentences the model never trained on (default); all: the whole corpus")
+    p.add_argument("--limit", type=int, default=None, help="only the first N sentences")
     p.add_argument("--out", default=None, help="default: <model>/eval-<split>")
     p.add_argument("--asr", default="pocketsphinx", help="pocketsphinx or whisper:PATH (a local Whisper model)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default: the model's)")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None, help="top-k sampling, 0 = off (default: the model's)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling, 1 = off (default: the model's)")
     p.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance, 1 = off (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default=None)
-    p.add_argument("--asr-jobs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=8, help="sentences generated together (default: 8)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--asr-jobs", type=int, default=None, help="pocketsphinx processes at once (default: up to 4, one per core)")
     p.add_argument("--ceilings-from", default=None, metavar="METRICS_JSON",
                    help="reuse the reference and resynthesis transcripts of an earlier evaluation of a model "
                         "with the same codec on the same corpus (A/B runs)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="training throughput or synthesis speed (random weights)")
-    p.add_argument("what", choices=["train", "synth"])
+    p.add_argument("what", choices=["train", "synth"], help="training steps or synthesis")
     _config_args(p)
-    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--runs", type=int, default=5, help="timed repetitions; the median is reported (default: 5)")
     p.add_argument("--seconds", type=float, default=2.0, help="synth: seconds of audio per run")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("voices", help="list the voices: the bundled one and those in the voices folder")
+    p.add_argument("--json", action="store_true", help="machine-readable")
+    p.set_defaults(func=cmd_voices)
 
     p = sub.add_parser("normalize", help="print the text as the model will read it")
     p.add_argument("text", nargs="?", default=None, help="the text or SSML, or - to read stdin")
@@ -313,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="OpenAI-compatible speech API and a web page (pip install 'toktts[server]')")
     p.add_argument("--model", default=None, help="model directory or Hub id (default: the bundled voice)")
     p.add_argument("--host", default="127.0.0.1", help="default: loopback only; 0.0.0.0 exposes it to the network")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0: any free one)")
     p.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` (default: $TOKTTS_API_KEY)")
     p.add_argument("--max-chars", type=int, default=4096, help="longest input accepted (longer: HTTP 413)")
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting at most (more: HTTP 429)")
@@ -322,6 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for synthesis (default 1: the fastest when anything else runs)")
     p.add_argument("--lexicon", default=None, metavar="FILE", help="respellings, one `word respelling` per line")
+    p.add_argument("--voice", action="append", default=[], metavar="NAME=DIR",
+                   help="serve another model directory as voice NAME (repeat for more); the voices folder's "
+                        "are served too (see `toktts voices`)")
+    p.add_argument("--max-voices", type=int, default=2,
+                   help="voices besides the default kept loaded at once (the least recently used goes)")
     p.set_defaults(func=cmd_serve)
     return parser
 

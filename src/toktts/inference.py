@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -27,15 +26,9 @@ from toktts.model import Progress, TokTTS
 from toktts import ssml
 from toktts.ssml import Part
 from toktts.text import VOCAB, Lexicon
+from toktts.voices import bundled_voice_dir
 
 log = logging.getLogger(__name__)
-
-BUNDLED_VOICE = "demo"
-
-
-def bundled_voice_dir() -> Path:
-    return Path(str(resources.files("toktts") / "voices" / BUNDLED_VOICE))
-
 
 class TTS:
     """A trained toktts model with its codec and text settings."""

@@ -43,6 +43,7 @@ from toktts.audio import (
 from toktts.config import BadValue, check_options
 from toktts.errors import TokttsError
 from toktts.text import Lexicon
+from toktts.voices import BUNDLED_VOICE, OPENAI_VOICES, find_voices, parse_voice_arg
 
 try:
     import uvicorn
@@ -159,12 +160,13 @@ class Job:
     events: asyncio.Queue = field(default_factory=asyncio.Queue)  # audio chunks, then _END or an APIError
     cancelled: bool = False  # set by the event loop when the client has gone
     batch_size: int = 1
+    voice: str | None = None  # None: the default voice
 
     @property
     def batch_key(self) -> tuple:
         """Jobs with equal keys may share a batch (each keeps its own seed)."""
         s = self.sampling
-        return s["temperature"], s["top_k"], s["top_p"], s["cfg_scale"]
+        return self.voice, s["temperature"], s["top_k"], s["top_p"], s["cfg_scale"]
 
     def put(self, item: Any) -> None:
         """Called from the model's thread."""
@@ -176,13 +178,19 @@ TTSOrLoader = Any  # a `TTS`, or a function of no arguments that loads one
 
 
 class Synthesizer:
-    """Owns the model: one thread loads it, warms it up, then runs every job, batching where it may."""
+    """Owns the models: one thread loads the default voice, warms it up, then runs every job,
+    batching where it may. Other voices are loaded on their first request, and at most
+    `max_voices` of them stay loaded (the least recently used goes first)."""
 
     def __init__(self, tts_or_loader: TTSOrLoader, max_queue: int = 64, max_batch: int = 8,
-                 warmup: bool = True, on_load_error: Callable[[BaseException], None] | None = None):
+                 warmup: bool = True, on_load_error: Callable[[BaseException], None] | None = None,
+                 voices: dict[str, TTSOrLoader] | None = None, max_voices: int = 2):
         # A TTS is callable too; what tells them apart is the batch method.
         self.tts = tts_or_loader if hasattr(tts_or_loader, "synthesize") else None
         self._loader = None if self.tts is not None else tts_or_loader
+        self.voices = dict(voices or {})  # the other voices: name -> TTS or loader
+        self.max_voices = max_voices
+        self._loaded: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self.max_queue, self.max_batch, self.warmup = max_queue, max_batch, warmup
         self.on_load_error = on_load_error
         self.state = "loading"  # -> "ready" | "failed"
@@ -282,6 +290,27 @@ class Synthesizer:
             self.running = len(batch)
             return batch
 
+    @property
+    def loaded_voices(self) -> list[str]:
+        return list(self._loaded)
+
+    def _voice(self, name: str | None) -> Any:
+        """The TTS of voice `name` (None: the default), loading it if it is not loaded."""
+        if name is None:
+            return self.tts
+        if name in self._loaded:
+            self._loaded.move_to_end(name)
+            return self._loaded[name]
+        source = self.voices[name]
+        t0 = time.perf_counter()
+        tts = source if hasattr(source, "synthesize") else source()
+        log.info("voice %s loaded (%.1f s)", name, time.perf_counter() - t0)
+        self._loaded[name] = tts
+        while len(self._loaded) > self.max_voices:
+            gone, _ = self._loaded.popitem(last=False)
+            log.info("voice %s unloaded (--max-voices %d)", gone, self.max_voices)
+        return tts
+
     def _run_batch(self, jobs: list[Job]) -> None:
         jobs = [j for j in jobs if not j.cancelled]
         if not jobs:
@@ -289,10 +318,19 @@ class Synthesizer:
         for job in jobs:
             job.batch_size = len(jobs)
         try:
+            tts = self._voice(jobs[0].voice)
+        except Exception as e:
+            reason = str(e) if isinstance(e, TokttsError) else f"{type(e).__name__}: {e}"
+            log.error("voice %s failed to load: %s", jobs[0].voice, reason)
+            for job in jobs:
+                job.put(APIError(500, f"voice {job.voice!r} failed to load: {reason}", type="server_error",
+                                 param="voice", code="voice_failed"))
+            return
+        try:
             if len(jobs) == 1 and jobs[0].stream:
                 job = jobs[0]
                 # closing: a client that hangs up ends the generation where it is
-                stream = self.tts.stream(job.text, should_stop=lambda: job.cancelled, **job.sampling)
+                stream = tts.stream(job.text, should_stop=lambda: job.cancelled, **job.sampling)
                 with contextlib.closing(iter(stream)) as chunks:
                     for chunk in chunks:
                         if job.cancelled:  # the client hung up: stop generating
@@ -302,7 +340,7 @@ class Synthesizer:
                     job.put(_END)
             else:
                 sampling = {**jobs[0].sampling, "seed": [j.sampling["seed"] for j in jobs]}
-                results = self.tts.synthesize([j.text for j in jobs], **sampling)
+                results = tts.synthesize([j.text for j in jobs], **sampling)
                 for job, result in zip(jobs, results):
                     job.put(result["audio"])
                     job.put(_END)
@@ -328,7 +366,9 @@ class SpeechRequest(BaseModel):
 
     input: str
     model: str = "toktts"  # any name: the server has one model
-    voice: str | dict[str, Any] = "alloy"  # any OpenAI voice name or {"id": ...}: toktts has one voice
+    # A voice's name or {"id": name} (GET /v1/audio/voices lists them); OpenAI's names ("alloy",
+    # "nova", ...) choose the default voice, so clients written for OpenAI work unchanged.
+    voice: str | dict[str, Any] = "alloy"
     instructions: str | None = None  # accepted and ignored: the model takes no style prompt
     response_format: str | None = None  # default mp3 (OpenAI's), wav where mp3 is not available
     speed: float = 1.0
@@ -374,11 +414,28 @@ def create_app(
     warmup: bool = True,
     on_load_error: Callable[[BaseException], None] | None = None,
     body_timeout: float = 10.0,
+    voice_name: str = BUNDLED_VOICE,
+    voices: dict[str, TTSOrLoader] | None = None,
+    max_voices: int = 2,
 ) -> FastAPI:
-    """The FastAPI app. `tts_or_loader` is a `TTS` or a function returning one; a loader runs on
-    the model's thread at startup while the app already answers (503 until it is ready)."""
+    """The FastAPI app. `tts_or_loader` is the default voice (named `voice_name`): a `TTS` or a
+    function returning one; a loader runs on the model's thread at startup while the app already
+    answers (503 until it is ready). `voices` are the other voices (name -> TTS or loader),
+    loaded on first use, at most `max_voices` at a time."""
     synth = Synthesizer(tts_or_loader, max_queue=max_queue, max_batch=max_batch, warmup=warmup,
-                        on_load_error=on_load_error)
+                        on_load_error=on_load_error, voices=voices, max_voices=max_voices)
+    voice_names = [voice_name, *(v for v in synth.voices if v != voice_name)]
+
+    def choose_voice(voice: str | dict[str, Any]) -> str | None:
+        """The request's voice -> None (the default) or another voice's name; 400 if unknown."""
+        name = voice.get("id") if isinstance(voice, dict) else voice
+        if name == voice_name or name in OPENAI_VOICES:
+            return None
+        if isinstance(name, str) and name in synth.voices:
+            return name
+        raise APIError(400, f"unknown voice {name!r}; this server has {', '.join(voice_names)} (and OpenAI's "
+                       f"names, which mean {voice_name}): GET /v1/audio/voices", param="voice",
+                       code="voice_not_found")
     formats = supported_formats()
     created = int(time.time())
     page = (resources.files("toktts") / "web" / "index.html").read_text(encoding="utf-8")
@@ -450,9 +507,10 @@ def create_app(
     async def speech(req: SpeechRequest, request: Request) -> Response:
         t0 = time.perf_counter()
         fmt = _check(req, formats, max_chars)
+        voice = choose_voice(req.voice)
         synth.check_ready()
         tts = synth.tts
-        if req.cfg_scale not in (None, 1.0) and tts.model.null_memory is None:
+        if voice is None and req.cfg_scale not in (None, 1.0) and tts.model.null_memory is None:
             raise APIError(400, f"cfg_scale {req.cfg_scale} needs a model trained with text dropout; this one "
                            "was not: leave cfg_scale out", param="cfg_scale")
         try:
@@ -462,7 +520,7 @@ def create_app(
         sampling = dict(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, cfg_scale=req.cfg_scale,
                         seed=req.seed)
         job = Job(req.input, sampling, stream=fmt in ("wav", "pcm") and req.speed == 1.0,
-                  loop=asyncio.get_running_loop())
+                  loop=asyncio.get_running_loop(), voice=voice)
         synth.submit(job)
         sr = tts.sampling_rate
         info = dict(chars=len(req.input), fmt=fmt, t0=t0)
@@ -489,11 +547,18 @@ def create_app(
         return Response(data, media_type=MEDIA_TYPES[fmt],
                         headers={"X-Sample-Rate": str(sr), "X-Audio-Seconds": f"{seconds:.3f}"})
 
+    @v1.get("/audio/voices")
+    async def list_voices() -> dict:
+        loaded = set(synth.loaded_voices)
+        data = [{"id": name, "object": "voice", "default": name == voice_name,
+                 "loaded": name == voice_name and synth.state == "ready" or name in loaded} for name in voice_names]
+        return {"object": "list", "data": data, "default": voice_name, "aliases": list(OPENAI_VOICES)}
+
     app.include_router(v1)
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        body: dict[str, Any] = {"status": synth.state, "model": model_id, "queued": synth.queued,
+        body: dict[str, Any] = {"status": synth.state, "model": model_id, "voices": voice_names, "queued": synth.queued,
                                 "running": synth.running, "max_queue": max_queue, "formats": formats,
                                 "needs_api_key": api_key is not None}
         if synth.state == "ready":
@@ -580,9 +645,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def serve(args) -> None:
     """`toktts serve`: bind, start answering (503 while the model loads), load, warm up, serve."""
-    from toktts.inference import BUNDLED_VOICE, TTS
+    from toktts.inference import TTS
 
-    for name, low in (("max_chars", 1), ("max_queue", 1), ("max_batch", 1)):
+    for name, low in (("max_chars", 1), ("max_queue", 1), ("max_batch", 1), ("max_voices", 1)):
         if getattr(args, name) < low:
             raise TokttsError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
     if args.threads is not None and args.threads < 1:
@@ -591,7 +656,14 @@ def serve(args) -> None:
         raise TokttsError(f"--port must be in 0..65535, got {args.port}")
     lexicon = Lexicon.from_file(args.lexicon) if args.lexicon else None  # a bad file fails before binding
     api_key = args.api_key or os.environ.get("TOKTTS_API_KEY") or None
-    model_id = "toktts-" + (os.path.basename(os.path.normpath(args.model)) if args.model else BUNDLED_VOICE)
+    default = os.path.basename(os.path.normpath(args.model)) if args.model else BUNDLED_VOICE
+    model_id = "toktts-" + default
+    given = dict(parse_voice_arg(v) for v in args.voice)  # NAME=DIR, checked before binding
+
+    def loader(path: str | None) -> Callable[[], TTS]:
+        return lambda: TTS.from_pretrained(path, device=args.device, threads=args.threads).use_lexicon(lexicon)
+
+    others = {name: loader(str(path)) for name, path in find_voices(given).items() if name != default}
     sock = bind_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
     if host not in ("127.0.0.1", "::1") and api_key is None:
@@ -605,12 +677,13 @@ def serve(args) -> None:
         server.should_exit = True  # a server that can never answer should not pretend to run
 
     app = create_app(
-        lambda: TTS.from_pretrained(args.model, device=args.device, threads=args.threads).use_lexicon(lexicon),
-        model_id=model_id, api_key=api_key, max_chars=args.max_chars, max_queue=args.max_queue,
-        max_batch=args.max_batch, on_load_error=on_load_error,
+        loader(args.model), model_id=model_id, api_key=api_key, max_chars=args.max_chars,
+        max_queue=args.max_queue, max_batch=args.max_batch, on_load_error=on_load_error,
+        voice_name=default, voices=others, max_voices=args.max_voices,
     )
     url_host = f"[{host}]" if ":" in host else host
-    log.info("serving http://%s:%d (page at /, API at /v1/audio/speech); loading the model ...", url_host, port)
+    log.info("serving http://%s:%d (page at /, API at /v1/audio/speech); voices: %s (default %s); "
+             "loading the model ...", url_host, port, ", ".join([default, *others]), default)
     # log_config=None: uvicorn logs through ours; access_log off: the app logs each speech request.
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=10))
     server.run(sockets=[sock])
