@@ -79,3 +79,16 @@ def test_a_fifo_is_written_through(tmp_path):
     reader.join(10)
     assert sf.read(io.BytesIO(got[0]))[0].shape == TONE.shape
     assert fifo.is_fifo()  # not replaced by a regular file
+
+
+def test_the_limiter_bends_peaks_below_full_scale_and_leaves_the_rest():
+    from toktts.audio import LIMIT_CEILING, LIMIT_KNEE, limit, to_int16
+
+    x = np.linspace(-3, 3, 10001, dtype=np.float32)
+    y = limit(x)
+    quiet = np.abs(x) <= LIMIT_KNEE
+    np.testing.assert_array_equal(y[quiet], x[quiet])
+    assert np.abs(y).max() <= LIMIT_CEILING and np.all(np.diff(y) >= 0)  # up to the ceiling, still monotonic
+    assert np.abs(to_int16(y)).max() < 32767  # nothing at full scale
+    pieces = np.concatenate([limit(p) for p in np.array_split(x, 7)])
+    np.testing.assert_array_equal(pieces, y)  # sample by sample: streamed = whole

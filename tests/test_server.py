@@ -374,7 +374,8 @@ def test_voices_are_listed_chosen_loaded_lazily_and_bounded(tts, caplog):
         assert take("demo") == default  # the others' troubles leave the default voice as it was
 
 
-_field = st.one_of(st.none(), st.booleans(), st.integers(-5, 2**65), st.floats(allow_nan=False),
+_field = st.one_of(st.none(), st.booleans(), st.integers(-5, 2**65),
+                   st.floats(allow_nan=False, allow_infinity=False),  # what JSON can carry
                    st.text(max_size=5), st.sampled_from(["wav", "pcm", "mp3", "flac", "opus", "aac", "audio", "sse"]),
                    st.lists(st.integers(), max_size=2))
 _body = st.fixed_dictionaries(
@@ -483,20 +484,33 @@ def test_page_speaks_in_headless_chromium(url, tmp_path):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(url)
             page.wait_for_function("document.getElementById('model').textContent.startsWith('Model')")
-            page.fill("#text", "Hello from the browser.")
+            page.wait_for_function("document.getElementById('voice').options.length >= 1 && "
+                                   "document.getElementById('voice').value === 'demo'")
+            page.fill("#text", "Hello from the browser. It was the best of times, it was the worst of times.")
             page.fill("#seed", "4")
             page.click("#speak")
             page.wait_for_function(
                 "(() => { const a = document.getElementById('audio'); return a.readyState >= 1 && isFinite(a.duration) && a.duration > 0; })()",
-                timeout=30_000,
+                timeout=60_000,
             )
             duration = page.evaluate("document.getElementById('audio').duration")
-            assert 0.3 < duration < 10
-            assert "done in" in page.inner_text("#timing")
+            assert 1 < duration < 15
+            # the wav streamed: its first samples were playing before the last ones arrived
+            assert page.evaluate("window.tokttsFirstPlay < window.tokttsDone")
+            timing = page.inner_text("#timing")
+            assert "all of it after" in timing and "than real time" in timing, timing
+            assert page.get_attribute("#download", "download") == "toktts.wav" and page.is_visible("#download")
             inked = page.evaluate("""(() => { const c = document.getElementById('wave');
                 const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
                 let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; })()""")
             assert inked > 1000, "the waveform was not drawn"
+            # an error clears the earlier take: no player source, no download, the message shown
+            page.fill("#text", "  ...  ")
+            page.click("#speak")
+            page.wait_for_function("document.getElementById('status').className === 'error'")
+            assert "nothing to say" in page.inner_text("#status")
+            assert page.evaluate("document.getElementById('audio').getAttribute('src')") is None
+            assert not page.is_visible("#download") and page.inner_text("#timing") == ""
             page.screenshot(path=str(tmp_path / "page.png"))
             assert not errors, errors
         finally:

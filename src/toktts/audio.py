@@ -24,6 +24,24 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     return audio
 
 
+LIMIT_KNEE, LIMIT_CEILING = 0.9, 0.99  # `limit` passes samples below the knee, keeps all within the ceiling
+
+
+def limit(audio: np.ndarray) -> np.ndarray:
+    """A soft limiter: samples within +-LIMIT_KNEE pass unchanged, louder ones bend smoothly
+    toward LIMIT_CEILING, so that a decoder's overshoot is never clipped flat at full scale. It
+    works sample by sample, so streamed pieces come out as the whole would."""
+    audio = np.asarray(audio, dtype=np.float32)
+    loud = np.abs(audio) > LIMIT_KNEE
+    if not loud.any():
+        return audio
+    out = audio.copy()
+    head = LIMIT_CEILING - LIMIT_KNEE
+    x = np.abs(audio[loud]) - LIMIT_KNEE
+    out[loud] = np.sign(audio[loud]) * (LIMIT_KNEE + head * np.tanh(x / head))
+    return out
+
+
 def to_int16(audio: np.ndarray) -> np.ndarray:
     """float32 in [-1, 1] -> 16-bit little-endian samples, rounded. The server writes every
     lossless format from these (libsndfile's own float conversion rounds differently per

@@ -129,15 +129,18 @@ def cmd_voices(args) -> None:
 
 
 def cmd_say(args) -> None:
-    from toktts.audio import SPEED_RANGE, change_speed, output_format, write_audio
+    from toktts.audio import SPEED_RANGE, change_speed, limit, output_format, write_audio
     from toktts.inference import TTS
     from toktts.text import Lexicon
 
     lo, hi = SPEED_RANGE
     if not lo <= args.speed <= hi:  # written so that NaN fails too
         raise TokttsError(f"--speed must be between {lo} and {hi}, got {args.speed}")
-    if args.stream and args.speed != 1.0:
-        raise TokttsError("--stream plays audio as it is made and cannot change its speed; leave out --speed")
+    if not 0 < args.volume <= 4:  # written so that NaN fails too
+        raise TokttsError(f"--volume must be above 0 and at most 4, got {args.volume}")
+    if args.stream and (args.speed != 1.0 or args.volume != 1.0):
+        raise TokttsError("--stream plays audio as it is made and cannot change its speed or volume; leave out "
+                          "--speed and --volume")
     if args.output is not None and not args.output.strip():
         raise TokttsError("the output path -o is empty; give a file name, e.g. -o out.wav")
     output = args.output if args.output is not None else ("" if args.stream else "out.wav")
@@ -158,7 +161,7 @@ def cmd_say(args) -> None:
             log.info("wrote %s (seed %d)", output, seed)
         return
     out = tts(text, progress=True, **options)
-    audio = change_speed(out["audio"], args.speed)
+    audio = limit(change_speed(out["audio"], args.speed) * args.volume)
     write_audio(output, audio, out["sampling_rate"], fmt)
     seconds = len(audio) / out["sampling_rate"]
     chunks = len(out["chunks"])
@@ -298,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default=None, choices=["wav", "flac", "mp3", "opus", "pcm"],
                    help="the output format when -o has no extension (e.g. -o /dev/stdout)")
     p.add_argument("--speed", type=float, default=1.0, help="faster (> 1) or slower (< 1), same pitch; 0.25 to 4")
+    p.add_argument("--volume", type=float, default=1.0,
+                   help="gain (default 1); peaks are softly limited below full scale, never clipped")
     p.add_argument("--stream", action="store_true",
                    help="write raw 16-bit mono PCM to stdout as it is generated (pipe it to aplay/sox); "
                         "with -o, the file is written too when the stream ends")

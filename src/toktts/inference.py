@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from toktts.audio import limit
 from toktts.checkpoint import load_model_dir, save_model_dir
 from toktts.codecs import Codec
 from toktts.config import Config, check_options
@@ -457,11 +458,11 @@ class _Voice:
 
     def feed(self, codes: torch.Tensor, final: bool) -> np.ndarray:
         self.frames, self.final = codes.shape[1], final
-        # Griffin-Lim and neural decoders can overshoot full scale a little; clip sample by
-        # sample, which streaming can do as well as a whole-chunk pass.
+        # Griffin-Lim and neural decoders can overshoot full scale a little; a soft limiter
+        # works sample by sample, which streaming can do as well as a whole-chunk pass.
         with num_threads(self.threads):
             samples = self.decoder.feed(codes, final)
-        return np.clip(self.trimmer.feed(samples, final), -1.0, 1.0)
+        return limit(self.trimmer.feed(samples, final))
 
     def whole(self, codes: torch.Tensor) -> "_Voice":
         self.audio = self.feed(codes, final=True)

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from toktts.audio import (
-    MEDIA_TYPES, SPEED_RANGE, change_speed, encode, pcm16, supported_formats, wav_stream_header,
+    MEDIA_TYPES, SPEED_RANGE, change_speed, encode, limit, pcm16, supported_formats, wav_stream_header,
 )
 from toktts.config import BadValue, check_options
 from toktts.errors import TokttsError
@@ -536,7 +536,7 @@ def create_app(
                                      headers=headers)
         await job.events.get()  # _END
         try:
-            audio = await run_in_threadpool(change_speed, first, req.speed)
+            audio = await run_in_threadpool(lambda: limit(change_speed(first, req.speed)))
             data = await run_in_threadpool(encode, audio, sr, fmt)
         except Exception:  # an encoder failure still answers in OpenAI's error shape
             log.exception("encoding %s failed", fmt)
