@@ -4,6 +4,7 @@ files and paths, oversized and slow HTTP bodies. Every case must end in a clear 
 no hang, nothing half-written.
 
     python benchmarks/probe_boundaries.py          # prints one line per case and a summary
+    python benchmarks/probe_boundaries.py load     # only the load cases
 """
 from __future__ import annotations
 
@@ -169,6 +170,45 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(30)
+    load()
+    summary()
+
+
+def load() -> None:
+    """32 clients x 2 requests: all served with the default queue; with --max-queue 4 the rest
+    get 429, and nothing gets a 5xx."""
+    import httpx
+    from concurrent.futures import ThreadPoolExecutor
+
+    for queue, expect_all in (("64", True), ("4", False)):
+        server = subprocess.Popen([sys.executable, "-m", "toktts.cli", "serve", "--port", "8712", "--max-queue", queue],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = "http://127.0.0.1:8712"
+            for _ in range(600):
+                try:
+                    if httpx.get(f"{url}/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+
+            def client(i: int) -> list[int]:
+                return [httpx.post(f"{url}/v1/audio/speech", json={"input": f"Number {i}, take {j}.",
+                                                                   "response_format": "wav"}, timeout=600).status_code
+                        for j in range(2)]
+
+            with ThreadPoolExecutor(32) as pool:
+                codes = [c for pair in pool.map(client, range(32)) for c in pair]
+            counts = {c: codes.count(c) for c in sorted(set(codes))}
+            ok = counts.get(200, 0) == 64 if expect_all else set(counts) <= {200, 429} and 429 in counts
+            record("load", f"32 clients x 2 requests, --max-queue {queue}", str(counts), ok)
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
+def summary() -> None:
     failed = [r for r in results if not r[2]]
     print(f"\n{len(results)} cases, {len(failed)} failed")
     for case, outcome, _ in failed:
@@ -176,4 +216,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["load"]:
+        load()
+        summary()
+    else:
+        main()
