@@ -126,3 +126,23 @@ def test_ssml_breaks_and_the_lexicon_reach_the_audio(tiny):
         tiny.use_lexicon(None)
     with pytest.raises(TokttsError, match="a lexicon is a dict"):
         tiny.use_lexicon(42)
+
+
+def test_int8_decoder_is_close_to_fp32_and_saves_float_weights(tiny, tmp_path):
+    from toktts.checkpoint import load_model_dir
+
+    fast = TTS(tiny.float_model, tiny.cfg, tiny.codec, torch.device("cpu"), precision="int8")
+    assert fast.model.decoder is not tiny.model.decoder and fast.model.encoder is tiny.model.encoder
+    text, lengths = fast._text_batch(["hi there."])
+    tokens = torch.randint(0, 1024, (1, fast.model.layout.n_streams, 20))
+    with torch.inference_mode():
+        exact = tiny.model(text, lengths, tokens)[0]
+        approx = fast.model(text, lengths, tokens)[0]
+    assert (approx - exact).abs().max() < 0.1 * exact.abs().max()  # int8 rounding, not another model
+    out = fast("Hi there.", seed=0, max_seconds=0.3)
+    assert out["audio"].dtype == np.float32 and len(out["audio"]) > 0
+    saved, _, _ = load_model_dir(fast.save_pretrained(tmp_path / "m"))  # float weights, loadable
+    for name, value in tiny.float_model.state_dict().items():
+        torch.testing.assert_close(saved.state_dict()[name], value)
+    with pytest.raises(TokttsError, match="precision must be one of"):
+        TTS(tiny.float_model, tiny.cfg, tiny.codec, torch.device("cpu"), precision="int4")

@@ -31,6 +31,8 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for synthesis (default 1: the fastest when anything else runs)")
+    p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16", "int8"],
+                   help="arithmetic of synthesis (default: int8 decoder layers on CPU, bf16 on a GPU)")
 
 
 def _load_config(args):
@@ -148,7 +150,8 @@ def cmd_say(args) -> None:
     if args.lexicon:
         Lexicon.from_file(args.lexicon)  # a bad lexicon fails before the model loads
     text = _read_text(args)
-    tts = TTS.from_pretrained(_model_path(args), device=args.device, threads=args.threads).use_lexicon(args.lexicon)
+    tts = TTS.from_pretrained(_model_path(args), device=args.device, threads=args.threads,
+                              precision=args.precision).use_lexicon(args.lexicon)
     seed = args.seed
     if seed is None:  # a seed for every take, printed, so that a good one can be had again
         seed = tts.cfg.generate.seed if tts.cfg.generate.seed is not None else random.randrange(2**31)
@@ -213,7 +216,7 @@ def cmd_evaluate(args) -> None:
         args.model, args.corpus, split=args.split, limit=args.limit, out_dir=args.out, asr=args.asr,
         seed=args.seed, batch_size=args.batch_size, device=args.device, asr_jobs=args.asr_jobs,
         sampling=dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg_scale),
-        ceilings_from=args.ceilings_from,
+        ceilings_from=args.ceilings_from, precision=args.precision,
     )
     print(format_summary(metrics))
 
@@ -339,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="sentences generated together (default: 8)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--asr-jobs", type=int, default=None, help="pocketsphinx processes at once (default: up to 4, one per core)")
+    p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16", "int8"],
+                   help="arithmetic of synthesis (default: int8 decoder layers on CPU, bf16 on a GPU)")
     p.add_argument("--ceilings-from", default=None, metavar="METRICS_JSON",
                    help="reuse the reference and resynthesis transcripts of an earlier evaluation of a model "
                         "with the same codec on the same corpus (A/B runs)")

@@ -46,7 +46,7 @@ def num_threads(n: int | None) -> Iterator[None]:
 
 def autocast(device: torch.device, precision: str):
     """bf16 autocast is the fast path on AMX CPUs and on GPUs; fp32 runs without it."""
-    if precision == "fp32":
+    if precision in ("fp32", "int8"):  # int8: quantized layers, the rest in fp32
         return contextlib.nullcontext()
     dtype = torch.float16 if precision == "fp16" and device.type == "cuda" else torch.bfloat16
     return torch.autocast(device.type, dtype=dtype)

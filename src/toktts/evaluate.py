@@ -321,6 +321,7 @@ def evaluate(
     embed_audio: bool | None = None,
     sampling: dict | None = None,
     ceilings_from: str | None = None,
+    precision: str | None = None,
 ) -> dict:
     """Synthesize a corpus split, transcribe generated / teacher-forced / codec-resynthesized /
     reference audio with one ASR, and write `metrics.json`, `report.html`, `audio/` and `figures/` to `out_dir`.
@@ -344,7 +345,7 @@ def evaluate(
         raise TokttsError(f"limit must be a positive number of sentences, got {limit}")
     started = time.perf_counter()
     engine = make_asr(asr, str(resolve_device(device)), asr_jobs)  # a missing ASR model fails before any long work
-    tts = TTS.from_pretrained(model_dir, device=device)
+    tts = TTS.from_pretrained(model_dir, device=device, precision=precision)
     overrides = {k: v for k, v in (sampling or {}).items() if v is not None}
     unknown = set(overrides) - {"temperature", "top_k", "top_p", "cfg_scale"}
     if unknown:
