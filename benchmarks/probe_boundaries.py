@@ -125,19 +125,10 @@ def main() -> None:
     record("cost", "one word of 3,000 / 6,000 characters", f"{times[0]:.1f} s / {times[1]:.1f} s",
            times[1] < 3 * times[0])
     # -- the server
-    server = subprocess.Popen([sys.executable, "-m", "toktts.cli", "serve", "--port", "8711", "--max-chars", "1000"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        import httpx
+    import httpx
 
-        url = "http://127.0.0.1:8711"
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+    server, url = start_server(8711, "--max-chars", "1000")
+    try:
         for body in ({"input": "Hi.", "temperature": 1e-45}, {"input": "Hi.", "seed": 2**70},
                      {"input": "Hi.", "top_k": 1.5}, {"input": "Hi.", "voice": "zzz"}, {"input": "<speak>x"},
                      {"input": "Hi.", "speed": 0}, {"input": "x" * 1001}, {"input": 5}, ["Hi."]):
@@ -174,6 +165,23 @@ def main() -> None:
     summary()
 
 
+def start_server(port: int, *args: str) -> tuple[subprocess.Popen, str]:
+    """`toktts serve` on `port`, once /health says it is ready (or after two minutes)."""
+    import httpx
+
+    server = subprocess.Popen([sys.executable, "-m", "toktts.cli", "serve", "--port", str(port), *args],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return server, url
+
+
 def load() -> None:
     """32 clients x 2 requests: all served with the default queue; with --max-queue 4 the rest
     get 429, and nothing gets a 5xx."""
@@ -181,17 +189,8 @@ def load() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     for queue, expect_all in (("64", True), ("4", False)):
-        server = subprocess.Popen([sys.executable, "-m", "toktts.cli", "serve", "--port", "8712", "--max-queue", queue],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server, url = start_server(8712, "--max-queue", queue)
         try:
-            url = "http://127.0.0.1:8712"
-            for _ in range(600):
-                try:
-                    if httpx.get(f"{url}/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
 
             def client(i: int) -> list[int]:
                 return [httpx.post(f"{url}/v1/audio/speech", json={"input": f"Number {i}, take {j}.",
