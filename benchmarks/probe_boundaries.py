@@ -208,6 +208,9 @@ def load() -> None:
 
 
 def summary() -> None:
+    import shutil
+
+    shutil.rmtree(TMP, ignore_errors=True)
     failed = [r for r in results if not r[2]]
     print(f"\n{len(results)} cases, {len(failed)} failed")
     for case, outcome, _ in failed:

@@ -54,3 +54,24 @@ def assert_one_error_line(proc: subprocess.CompletedProcess, *fragments: str) ->
     for fragment in fragments:
         assert fragment in errors[0]
     return errors[0]
+
+
+def tiny_tts(seed: int = 0, max_seconds: float | None = None):
+    """A tiny random-weight model with the bundled voice's codec (and a "no text" memory): fast to
+    run, real in every other way."""
+    import torch
+
+    from toktts.checkpoint import load_model_dir
+    from toktts.config import ModelConfig
+    from toktts.inference import TTS, bundled_voice_dir
+    from toktts.model import TokTTS
+
+    _, cfg, codec = load_model_dir(bundled_voice_dir())
+    m = cfg.model
+    cfg.model = ModelConfig(enc_layers=1, enc_dim=32, enc_heads=2, dec_layers=1, dec_dim=32, dec_heads=2,
+                            unconditional=True, text_vocab_size=m.text_vocab_size, n_codebooks=m.n_codebooks,
+                            codebook_size=m.codebook_size)
+    if max_seconds is not None:
+        cfg.generate.max_seconds = max_seconds
+    torch.manual_seed(seed)
+    return TTS(TokTTS(cfg.model).eval(), cfg, codec, torch.device("cpu"))

@@ -79,6 +79,18 @@ def test_say_writes_the_format_of_the_extension_and_prints_a_seed_that_reproduce
     assert abs(sf.info(str(tmp_path / "c.wav")).frames - 2 * len(b)) < 0.05 * len(b)
 
 
+def test_say_to_a_pipe_through_dev_stdout():
+    import io
+
+    import soundfile as sf
+
+    proc = subprocess.run([sys.executable, "-m", "toktts.cli", "say", "Hi there.", "-o", "/dev/stdout", "--format",
+                           "flac", "--seed", "2"], capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert sf.info(io.BytesIO(proc.stdout)).format == "FLAC"  # the audio alone: the report went to stderr
+    assert b"wrote /dev/stdout" in proc.stderr
+
+
 def test_say_stream_with_output_writes_both(tmp_path):
     import numpy as np
     import soundfile as sf

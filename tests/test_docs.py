@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,5 +110,6 @@ def test_documented_example_runs(name, where, language, code, tmp_path, request)
     finally:
         if where == "root":
             for added in set(os.listdir(ROOT)) - before:
-                (ROOT / added).unlink()
+                path = ROOT / added
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     assert proc.returncode == 0, f"{name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}"

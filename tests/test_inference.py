@@ -9,24 +9,16 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from toktts.checkpoint import load_model_dir
-from toktts.config import ModelConfig
-from toktts.errors import TokttsError
 from toktts.devices import resolve_device
-from toktts.inference import TTS, bundled_voice_dir, text_to_speech_pipeline
-from toktts.model import TokTTS
+from toktts.errors import TokttsError
+from toktts.inference import TTS, text_to_speech_pipeline
+
+from helpers import tiny_tts
 
 
 @pytest.fixture(scope="module")
 def tiny() -> TTS:
-    """Random weights, tiny, with the bundled voice's codec: fast to run, real in every other way."""
-    _, cfg, codec = load_model_dir(bundled_voice_dir())
-    m = cfg.model
-    cfg.model = ModelConfig(enc_layers=1, enc_dim=32, enc_heads=2, dec_layers=1, dec_dim=32, dec_heads=2,
-                            unconditional=True, text_vocab_size=m.text_vocab_size, n_codebooks=m.n_codebooks,
-                            codebook_size=m.codebook_size)
-    torch.manual_seed(0)
-    return TTS(TokTTS(cfg.model).eval(), cfg, codec, torch.device("cpu"))
+    return tiny_tts()
 
 
 # Values a caller might pass for any option: right ones, wrong ones, wrong types.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -144,20 +145,30 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str 
         raise TokttsError("the output path is empty; give a file name, e.g. -o out.wav")
     path = Path(path)
     fmt = output_format(path, fmt)
-    target = Path(os.path.realpath(path))
-    if target.is_dir():
+    if path.is_dir():
         raise TokttsError(f"output {str(path)!r} is a directory; give a file name inside it")
     data = encode(audio, sample_rate, fmt)
     with writing(path, "choose another output path"):
-        if target.exists() and not target.is_file():  # a FIFO, /dev/stdout, /dev/null ...
-            with open(target, "wb") as f:
+        if is_stream(path):  # a FIFO, /dev/stdout (a pipe or a terminal), /dev/null ...
+            with open(path, "wb") as f:
                 f.write(data)
             return path
+        target = Path(os.path.realpath(path))  # a symlink: replace the file it names, not the link
         if not target.parent.exists():
             raise TokttsError(f"output directory {str(path.parent)!r} does not exist; create it or choose "
                               "another path")
         write_atomic(target, data)
     return path
+
+
+def is_stream(path: str | Path) -> bool:
+    """Whether `path` (symlinks followed, /dev/stdout included) is something other than a
+    regular file or a directory: written through as it is, never replaced."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:

@@ -151,7 +151,9 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
     if missing:
         raise TokttsError(f"{str(config_path)!r} lacks the section(s) {', '.join(missing)}; {damaged}")
     try:
-        cfg = config_from_dict(meta)
+        # Only what synthesis reads is checked: a good model is not "damaged" because of a
+        # training setting (a tracker, a lever) that this version's rules do not know.
+        cfg = config_from_dict(meta, sections=("codec", "model", "generate"))
         if min(cfg.model.text_vocab_size, cfg.model.n_codebooks, cfg.model.codebook_size) < 1:
             raise TokttsError("model vocabulary sizes are not filled in")
     except TokttsError as e:

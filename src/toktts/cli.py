@@ -131,7 +131,7 @@ def cmd_voices(args) -> None:
 
 
 def cmd_say(args) -> None:
-    from toktts.audio import SPEED_RANGE, change_speed, limit, output_format, write_audio
+    from toktts.audio import SPEED_RANGE, change_speed, is_stream, limit, output_format, write_audio
     from toktts.inference import TTS
     from toktts.text import Lexicon
 
@@ -147,11 +147,10 @@ def cmd_say(args) -> None:
         raise TokttsError("the output path -o is empty; give a file name, e.g. -o out.wav")
     output = args.output if args.output is not None else ("" if args.stream else "out.wav")
     fmt = output_format(output, args.format) if output else None  # a bad -o fails before any work
-    if args.lexicon:
-        Lexicon.from_file(args.lexicon)  # a bad lexicon fails before the model loads
+    lexicon = Lexicon.from_file(args.lexicon) if args.lexicon else None  # a bad one fails before loading
     text = _read_text(args)
     tts = TTS.from_pretrained(_model_path(args), device=args.device, threads=args.threads,
-                              precision=args.precision).use_lexicon(args.lexicon)
+                              precision=args.precision).use_lexicon(lexicon)
     seed = args.seed
     if seed is None:  # a seed for every take, printed, so that a good one can be had again
         seed = tts.cfg.generate.seed if tts.cfg.generate.seed is not None else random.randrange(2**31)
@@ -164,13 +163,16 @@ def cmd_say(args) -> None:
             log.info("wrote %s (seed %d)", output, seed)
         return
     out = tts(text, progress=True, **options)
-    audio = limit(change_speed(out["audio"], args.speed) * args.volume)
+    audio = out["audio"]  # (its peaks already limited; a stretch or a gain can raise them again)
+    if args.speed != 1.0 or args.volume != 1.0:
+        audio = limit(change_speed(audio, args.speed) * args.volume)
     write_audio(output, audio, out["sampling_rate"], fmt)
     seconds = len(audio) / out["sampling_rate"]
     chunks = len(out["chunks"])
     detail = f"{chunks} chunk{'s' * (chunks > 1)}, {out['retries']} retried" if chunks > 1 or out["retries"] else ""
+    # To stderr when the audio itself goes to stdout (-o /dev/stdout | player).
     print(f"wrote {output} ({seconds:.2f} s, seed {seed}, stopped by {out['stop_reason']}"
-          f"{', ' + detail if detail else ''})")
+          f"{', ' + detail if detail else ''})", file=sys.stderr if is_stream(output) else sys.stdout)
 
 
 def _say_stream(tts, text: str, options: dict, keep: bool):

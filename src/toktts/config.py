@@ -336,8 +336,8 @@ RULES: dict[str, Rule] = {
     "train.min_lr_ratio": Rule(0, 1),
     "train.warmup_steps": _NATURAL,
     "train.weight_decay": Rule(0, 10),
-    "train.beta1": Rule(0, 1, hint="below 1"),
-    "train.beta2": Rule(0, 1, hint="below 1"),
+    "train.beta1": Rule(0, 0.9999),
+    "train.beta2": Rule(0, 0.99999),
     "train.grad_clip": Rule(0, hint="0 = off"),
     "train.precision": Rule(choices=("bf16", "fp16", "fp32")),
     "train.guided_attn_weight": _NATURAL,
@@ -417,9 +417,12 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     return checked
 
 
-def validate(cfg: "Config") -> "Config":
-    """Every setting in its range and the settings consistent with each other; returns cfg."""
+def validate(cfg: "Config", sections: tuple[str, ...] | None = None) -> "Config":
+    """Every setting (of `sections`, default all) in its range and the settings consistent with
+    each other; returns cfg."""
     for section in dataclasses.fields(cfg):
+        if sections is not None and section.name not in sections:
+            continue
         part = getattr(cfg, section.name)
         for f in dataclasses.fields(part):
             key = f"{section.name}.{f.name}"
@@ -428,12 +431,13 @@ def validate(cfg: "Config") -> "Config":
             except BadValue as e:
                 raise BadValue(key, f"config {e}; fix the value") from None
     m, t = cfg.model, cfg.train
+    checked = set(sections or _SECTIONS)
     for side in ("enc", "dec"):
         dim, heads = getattr(m, f"{side}_dim"), getattr(m, f"{side}_heads")
         if dim % heads:
             raise BadValue(f"model.{side}_heads", f"config model.{side}_dim ({dim}) must be a multiple of "
                            f"model.{side}_heads ({heads}); change one of them")
-    if t.codebook_weights:
+    if "train" in checked and t.codebook_weights:
         if m.layout != "delay":
             raise BadValue("train.codebook_weights", "config train.codebook_weights needs model.layout=delay "
                            "(one stream per codebook)")
@@ -441,9 +445,9 @@ def validate(cfg: "Config") -> "Config":
         if len(t.codebook_weights) != n or sum(t.codebook_weights) <= 0:
             raise BadValue("train.codebook_weights", f"config train.codebook_weights needs {n} weights >= 0, "
                            f"not all 0 (one per codebook), got {t.codebook_weights}")
-    if t.self_sampling > 0 and m.layout != "delay":
+    if "train" in checked and t.self_sampling > 0 and m.layout != "delay":
         raise BadValue("train.self_sampling", "config train.self_sampling needs model.layout=delay")
-    if cfg.data.min_seconds >= cfg.data.max_seconds:
+    if "data" in checked and cfg.data.min_seconds >= cfg.data.max_seconds:
         raise BadValue("data.min_seconds", f"config data.min_seconds ({cfg.data.min_seconds}) must be below "
                        f"data.max_seconds ({cfg.data.max_seconds})")
     return cfg
@@ -472,10 +476,12 @@ def load_config(paths: list[str | Path] | None = None, overrides: list[str] | No
     return validate(cfg)
 
 
-def config_from_dict(data: dict[str, Any]) -> Config:
+def config_from_dict(data: dict[str, Any], sections: tuple[str, ...] | None = None) -> Config:
+    """A Config from a dict (e.g. a model directory's config.json), its `sections` (default all)
+    checked against RULES."""
     cfg = Config()
     _merge(cfg, data)
-    return validate(cfg)
+    return validate(cfg, sections)
 
 
 _SECTIONS = typing.get_type_hints(Config)

@@ -18,7 +18,7 @@ import torch
 from toktts.audio import limit
 from toktts.checkpoint import load_model_dir, save_model_dir
 from toktts.codecs import Codec
-from toktts.config import Config, check_options
+from toktts.config import BadValue, Config, check_options
 from toktts.devices import autocast, num_threads, resolve_device
 from toktts.errors import TokttsError
 from toktts.files import writing
@@ -233,10 +233,8 @@ class TTS:
         seed, max_seconds = options.pop("seed"), options.pop("max_seconds")
         g = replace(self.cfg.generate, **{k: v for k, v in options.items() if v is not None})
         if g.cfg_scale != 1.0 and self.model.null_memory is None:
-            raise TokttsError(
-                f"cfg_scale {g.cfg_scale} needs a model trained with train.text_dropout > 0; this one was not: "
-                "use cfg_scale=1"
-            )
+            raise BadValue("cfg_scale", f"cfg_scale {g.cfg_scale} needs a model trained with train.text_dropout > 0; "
+                           "this one was not: use cfg_scale=1")
         seed = g.seed if seed is None else seed
         spoken = [self.prepare_text(t) for t in texts]
         text, lengths = self._text_batch(spoken)

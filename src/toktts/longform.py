@@ -12,7 +12,8 @@ chunk comes out sample for sample as the same chunk synthesized at once:
 
     codes (K, T) --FrameDecoder: windows of W frames, decoded with C frames of context on each
     side, crossfaded at the seams--> samples --Trimmer: leading/trailing silence cut (keeping
-    a margin), edges faded--> chunk audio, then a pause that depends on the punctuation.
+    a margin), edges faded--> chunk audio, then a pause that depends on the punctuation (or
+    that an SSML <break>, <s> or <p> asks for: toktts.ssml).
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def pause_after(text: str) -> float:
 
 
 def split_text(text: str, max_chars: int) -> list[Chunk]:
-    """Cut normalised `text` into chunks of at most `max_chars` characters, packing whole
+    """Cut normalised `text` into chunks of at most `max_chars` characters (the last one may get
+    one more: see below), packing whole
     sentences together while they fit; a word longer than a chunk is cut too, so that the cost
     of any text grows linearly with its length. A text that ends without punctuation gets a
     full stop: the training transcripts end in one, and without it the model reads a short text

@@ -6,18 +6,21 @@
 
 How it holds up under many clients (docs/server.md has the long form):
 
-- One worker thread owns the model: it loads it, warms it up, then makes every model call.
+- One worker thread owns the models: it loads the default voice, warms it up, then makes every
+  model call, loading another voice on its first request (at most `max_voices` stay loaded).
   A model with a KV cache is not safe to call from two threads at once, and on CPU one generation
   thread is the fast choice anyway (inference.py), so concurrency inside the model buys nothing.
   Until the model is ready every request gets 503.
 - Requests wait in a bounded queue (`max_queue`; beyond it 429). Requests that wait together
-  with the same temperature, top_k and top_p are synthesized as one batch (up to `max_batch`),
+  with the same voice, temperature, top_k, top_p and cfg_scale are synthesized as one batch (up to `max_batch`),
   1.4-1.6x the throughput on CPU with 16 clients. Seeds are per text in a batch (`TTS.synthesize` draws each item
   from its own generator), so a seeded request gets the same audio alone or batched.
 - `wav` and `pcm` at speed 1 stream as the model produces them (chunked transfer; `wav` with
   a header whose sizes say "unknown", as streaming TTS servers do). Other formats, and speed
   != 1 (the phase vocoder needs the whole signal), are sent whole, with a Content-Length.
 - Time-stretching and encoding run on the event loop's thread pool, off the model's thread.
+- A body's size is checked by its Content-Length before it is read, and it must arrive within
+  `body_timeout` (`BodyGuard`).
 """
 from __future__ import annotations
 
@@ -96,8 +99,10 @@ def _validation_message(err: dict) -> tuple[str, str | None]:
 class BodyGuard:
     """ASGI middleware bounding what a request body may cost before the app reads it: a body
     whose Content-Length is over `max_bytes` is refused (413) without reading a byte, one sent
-    without a length is counted as it arrives, and the whole body must arrive within `timeout`
-    seconds (408), so a client that announces much and sends little cannot hold a connection."""
+    without a length is counted as it arrives, and the body must have arrived `timeout` seconds
+    after the request began (408), so a client that announces much and sends little cannot hold
+    a connection. Once the body is whole, reads pass through untimed (a streamed response keeps
+    listening for the client hanging up). A refused request's connection is closed."""
 
     def __init__(self, app, max_bytes: int, timeout: float):
         self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
@@ -113,14 +118,17 @@ class BodyGuard:
             if int(length) > self.max_bytes:
                 return await self._refuse(scope, receive, send, self._too_large(int(length)))
         deadline = asyncio.get_running_loop().time() + self.timeout
-        received = 0
+        received, whole, refused = 0, False, False
 
         async def bounded_receive():
-            nonlocal received
+            nonlocal received, whole, refused
+            if whole:
+                return await receive()
             left = deadline - asyncio.get_running_loop().time()
             try:
                 message = await asyncio.wait_for(receive(), timeout=max(left, 0.0))
             except asyncio.TimeoutError:
+                refused = True
                 # Raised where the app reads the body; FastAPI passes HTTPExceptions on to the
                 # app's handler, which answers in OpenAI's shape.
                 raise StarletteHTTPException(408, f"the request body did not arrive within {self.timeout:g} s; "
@@ -128,10 +136,17 @@ class BodyGuard:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    refused = True
                     raise StarletteHTTPException(413, self._too_large(received).message)
+                whole = not message.get("more_body", False)
             return message
 
-        await self.app(scope, bounded_receive, send)
+        async def closing_send(message):
+            if refused and message["type"] == "http.response.start":  # the rest of the body is not read
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, bounded_receive, closing_send)
 
     def _too_large(self, size: int) -> APIError:
         return APIError(413, f"the request body is over {self.max_bytes} bytes ({size}); send less text",
@@ -147,6 +162,7 @@ class BodyGuard:
 # -- the model's worker -------------------------------------------------------------------------
 
 _END = object()  # the last event of a job
+VOICE_RETRY_SECONDS = 60.0  # a voice that failed to load is tried again after this long
 
 
 @dataclass(eq=False)
@@ -161,6 +177,7 @@ class Job:
     cancelled: bool = False  # set by the event loop when the client has gone
     batch_size: int = 1
     voice: str | None = None  # None: the default voice
+    sample_rate: int | None = None  # the voice's, set by the model's thread before any audio
 
     @property
     def batch_key(self) -> tuple:
@@ -191,6 +208,7 @@ class Synthesizer:
         self.voices = dict(voices or {})  # the other voices: name -> TTS or loader
         self.max_voices = max_voices
         self._loaded: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        self._failed: dict[str, tuple[float, str]] = {}  # name -> (when, why) of a failed load
         self.max_queue, self.max_batch, self.warmup = max_queue, max_batch, warmup
         self.on_load_error = on_load_error
         self.state = "loading"  # -> "ready" | "failed"
@@ -292,18 +310,26 @@ class Synthesizer:
 
     @property
     def loaded_voices(self) -> list[str]:
-        return list(self._loaded)
+        return list(self._loaded.copy())  # (read from the event loop while the model's thread may change it)
 
     def _voice(self, name: str | None) -> Any:
-        """The TTS of voice `name` (None: the default), loading it if it is not loaded."""
+        """The TTS of voice `name` (None: the default), loading it if it is not loaded. A voice
+        that failed to load is not tried again for a minute (each try holds up every request)."""
         if name is None:
             return self.tts
         if name in self._loaded:
             self._loaded.move_to_end(name)
             return self._loaded[name]
+        failed = self._failed.get(name)
+        if failed and time.monotonic() - failed[0] < VOICE_RETRY_SECONDS:
+            raise TokttsError(failed[1])
         source = self.voices[name]
         t0 = time.perf_counter()
-        tts = source if hasattr(source, "synthesize") else source()
+        try:
+            tts = source if hasattr(source, "synthesize") else source()
+        except Exception as e:
+            self._failed[name] = (time.monotonic(), str(e) if isinstance(e, TokttsError) else f"{type(e).__name__}: {e}")
+            raise TokttsError(self._failed[name][1]) from None
         log.info("voice %s loaded (%.1f s)", name, time.perf_counter() - t0)
         self._loaded[name] = tts
         while len(self._loaded) > self.max_voices:
@@ -319,6 +345,8 @@ class Synthesizer:
             job.batch_size = len(jobs)
         try:
             tts = self._voice(jobs[0].voice)
+            for job in jobs:
+                job.sample_rate = tts.sampling_rate
         except Exception as e:
             reason = str(e) if isinstance(e, TokttsError) else f"{type(e).__name__}: {e}"
             log.error("voice %s failed to load: %s", jobs[0].voice, reason)
@@ -348,8 +376,8 @@ class Synthesizer:
             if len(jobs) > 1:  # find whose text it was, so that only that request fails
                 for job in jobs:
                     self._run_batch([job])
-            else:
-                jobs[0].put(APIError(400, str(e), param="input"))
+            else:  # a BadValue names its field (cfg_scale for a voice without guidance)
+                jobs[0].put(APIError(400, str(e), param=getattr(e, "name", "input")))
         except Exception:  # a bug must answer 500, not leave clients waiting
             log.exception("synthesis failed")
             for job in jobs:
@@ -522,9 +550,9 @@ def create_app(
         job = Job(req.input, sampling, stream=fmt in ("wav", "pcm") and req.speed == 1.0,
                   loop=asyncio.get_running_loop(), voice=voice)
         synth.submit(job)
-        sr = tts.sampling_rate
         info = dict(chars=len(req.input), fmt=fmt, t0=t0)
         first = await _first_event(job, request)  # errors before any audio still get a proper status
+        sr = job.sample_rate or tts.sampling_rate  # the chosen voice's
         if first is None:
             _log_request(499, info, 0.0, job.batch_size)
             return Response(status_code=499)  # nobody is listening
@@ -536,7 +564,8 @@ def create_app(
                                      headers=headers)
         await job.events.get()  # _END
         try:
-            audio = await run_in_threadpool(lambda: limit(change_speed(first, req.speed)))
+            # (synthesis already limited its peaks; a time stretch can raise them again)
+            audio = first if req.speed == 1.0 else await run_in_threadpool(lambda: limit(change_speed(first, req.speed)))
             data = await run_in_threadpool(encode, audio, sr, fmt)
         except Exception:  # an encoder failure still answers in OpenAI's error shape
             log.exception("encoding %s failed", fmt)

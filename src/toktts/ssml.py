@@ -10,7 +10,7 @@ Understood: `<speak>`, `<break time="500ms|2s" strength="none..x-strong">`, `<sa
 interpret-as="characters|spell-out|telephone|date|cardinal|number|ordinal|digits">`, `<sub
 alias>`, `<p>` and `<s>` (a pause after each). Any other element (`prosody`, `emphasis`,
 `voice`, `phoneme`, `lang`, ...) is read for its text only; `<mark>` and comments say nothing.
-Tags are never read aloud. A text counts as SSML when it starts with `<speak` or holds one of
+Tags are never read aloud; a pause before any words is dropped. A text counts as SSML when it starts with `<speak` or holds one of
 these tags. `read` turns any input, SSML or not, into the normalised parts a model reads.
 """
 from __future__ import annotations
@@ -30,7 +30,8 @@ _AFTER = {"s": 0.4, "p": 0.8}  # seconds of pause after a sentence and a paragra
 _TAGS = ("speak", "break", "say-as", "sub", "p", "s", "prosody", "emphasis", "voice", "phoneme", "lang",
          "mark", "audio", "w", "token")
 _LOOKS_LIKE_SSML = re.compile(r"<\s*/?\s*(?:%s)\b[^>]*>" % "|".join(_TAGS), re.IGNORECASE)
-_TIME = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)\s*$", re.IGNORECASE)
+_TIME = re.compile(r"^\s*(\d*\.?\d+)\s*(ms|s)\s*$", re.IGNORECASE)
+_PROLOG = re.compile(r"^<\?xml[^>]*\?>\s*")
 _DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
@@ -71,7 +72,7 @@ def parse(text: str) -> list[Part]:
     markup that is not well-formed, naming where."""
     if "<!DOCTYPE" in text or "<!ENTITY" in text:
         raise TokttsError("SSML may not declare a DOCTYPE or entities; remove them")
-    source = text.strip()
+    source = _PROLOG.sub("", text.strip(), count=1)
     if not source.startswith("<speak"):
         source = f"<speak>{source}</speak>"
     try:
@@ -91,11 +92,11 @@ class _Reader:
         self.words: list[str] = []
 
     def text(self, text: str | None) -> None:
-        if text and text.strip():
+        if text:  # as it is: "<emphasis>un</emphasis>believable" is one word
             self.words.append(text)
 
     def pause(self, seconds: float) -> None:
-        spoken = " ".join(" ".join(self.words).split())
+        spoken = " ".join("".join(self.words).split())
         self.words = []
         if spoken:
             self.parts.append(Part(spoken, seconds))
@@ -103,7 +104,7 @@ class _Reader:
             self.parts[-1].pause = max(self.parts[-1].pause or 0.0, seconds)
 
     def finish(self) -> list[Part]:
-        spoken = " ".join(" ".join(self.words).split())
+        spoken = " ".join("".join(self.words).split())
         if spoken:
             self.parts.append(Part(spoken))
         return self.parts
@@ -150,7 +151,7 @@ def _say_as(kind: str, content: str) -> str:
     content = content.strip()
     kind = kind.lower()
     if kind in ("characters", "spell-out", "verbatim"):
-        return " ".join(_DIGIT_NAMES[int(c)] if c.isdigit() else c for c in content if not c.isspace())
+        return " ".join(_DIGIT_NAMES[int(c)] if c in "0123456789" else c for c in content if not c.isspace())
     if kind in ("telephone", "digits"):
         groups = re.findall(r"\d+", content)
         return ", ".join(" ".join(_DIGIT_NAMES[int(d)] for d in g) for g in groups) or content

@@ -256,12 +256,16 @@ def _say_phone(m: re.Match) -> str:
     return " " + ", ".join(_digits(g) for g in (area, m.group(3), m.group(4))) + " "
 
 
-# A local number, 555-1234: the exchange starts with 2-9, so "100-1000" stays a range (but
-# "200-1000" is read as a number to dial).
-_LOCAL_PHONE = re.compile(r"(?<![\d,.-])([2-9]\d{2})-(\d{4})(?![\d-]|[.,]\d)")
+# A local number, 555-1234, when a word before it says it is one ("call", "phone", "at", ...):
+# otherwise "pages 250-1200" is a range.
+_LOCAL_PHONE = re.compile(r"(?<![\d,.$-])([2-9]\d{2})-(\d{4})(?![\d-]|[.,]\d)")
+_PHONE_WORD = re.compile(r"\b(?:call|calls|called|calling|phone|telephone|tel|dial|fax|mobile|cell|number|no|at|is|"
+                         r"line|extension|ext)\b\W*$", re.IGNORECASE)
 
 
 def _say_local_phone(m: re.Match) -> str:
+    if not _PHONE_WORD.search(m.string[max(0, m.start() - 24): m.start()]):
+        return m.group(0)
     return f" {_digits(m.group(1))}, {_digits(m.group(2))} "
 
 
@@ -1044,7 +1048,7 @@ def normalize(text: str) -> str:
     abbreviations need their capital ("mr. smith" stays "mr."), acronyms and Roman numerals theirs
     ("fbi", "chapter iv" are read as words); "Henry I" is "henry the first" even when "I" is the
     pronoun; only North American phone numbers and a fixed list of top-level domains are read, and
-    "200-1000" (a hyphen between three digits from 200 and four) is read as a local phone number.
+    a local number (555-1234) only after a word like "call", "phone" or "at".
     """
     if not isinstance(text, str):
         raise TokttsError(f"normalize expects a str, got {type(text).__name__}: {text!r:.80}")
@@ -1083,7 +1087,9 @@ class Lexicon:
         self.entries = {w.strip().lower(): r.strip() for w, r in entries.items()}
         words = sorted(self.entries, key=len, reverse=True)  # the longest match first ("New York" over "New")
         alternatives = "|".join(re.escape(w) for w in words)
-        self._pattern = re.compile(rf"(?<![\w'])(?:{alternatives})(?![\w'])", re.IGNORECASE) if words else None
+        # Whole words, possessives too ("Nguyen's"), not a piece of a longer word or contraction.
+        boundary = r"(?=(?:'s)?(?![\w']))"
+        self._pattern = re.compile(rf"(?<![\w'])(?:{alternatives}){boundary}", re.IGNORECASE) if words else None
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Lexicon":
@@ -1114,7 +1120,7 @@ class Lexicon:
     def __call__(self, text: str) -> str:
         if self._pattern is None:
             return text
-        return self._pattern.sub(lambda m: self.entries[m.group(0).lower()], text)
+        return self._pattern.sub(lambda m: self.entries.get(m.group(0).lower(), m.group(0)), text)
 
 
 # --------------------------------------------------------------------------------------------
