@@ -298,7 +298,9 @@ def quantized(model: TokTTS) -> TokTTS:
     """A copy of `model` whose decoder's linear layers multiply in int8 (weights quantized per
     row, activations per step: torch's dynamic quantization). At batch 1 on a CPU a decoder step
     reads every weight once, so it is bound by memory bandwidth, and int8 weights read 4x fewer
-    bytes: 6.4 -> 3.2 ms a step for the bundled voice with guidance (2-core EPYC, one thread)."""
+    bytes: 6.4 -> 3.2 ms a step for the bundled voice with guidance (2-core EPYC, one thread),
+    CER unchanged (docs/quality.md). Opt-in: activations are quantized with one scale per
+    batch, so a take then depends slightly on what it is batched with."""
     import copy
     import warnings
 
