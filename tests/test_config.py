@@ -109,6 +109,8 @@ def test_list_values_from_yaml_and_set(tmp_path):
     ("generate.seed=100000000000000000000000", "generate.seed must be from 0 to 18446744073709551615"),
     ("generate.max_seconds=-1", "generate.max_seconds must be"),
     ("data.min_seconds=30", "data.min_seconds"),
+    ("train.beta2=1", r"train.beta2 must be in \[0, 1\), got 1.0"),
+    ("train.text_dropout=1", r"train.text_dropout must be in \[0, 1\) \(a fraction\)"),
 ])
 def test_values_out_of_range_are_one_line_errors(override, fragment):
     with pytest.raises(TokttsError, match=fragment) as info:

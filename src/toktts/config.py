@@ -248,12 +248,14 @@ _ANY = None  # an open end of a range
 
 @dataclass(frozen=True)
 class Rule:
-    """The values a setting takes: a closed range [low, high] (an end may be open, `above`
-    makes the low end exclusive), or a list of choices. `zero` is also allowed (e.g. 0 = off)."""
+    """The values a setting takes: a closed range [low, high] (an end may be open; `above` makes
+    the low end exclusive, `below` the high end), or a list of choices. `zero` is also allowed
+    (e.g. 0 = off)."""
 
     low: float | None = _ANY
     high: float | None = _ANY
     above: bool = False
+    below: bool = False
     choices: tuple = ()
     zero: bool = False
     hint: str = ""  # what the value means, for the error
@@ -269,14 +271,17 @@ class Rule:
             return False
         if self.low is not None and (value <= self.low if self.above else value < self.low):
             return False
-        return self.high is None or value <= self.high
+        return self.high is None or (value < self.high if self.below else value <= self.high)
 
     def describe(self) -> str:
         if self.choices:
             return "one of " + ", ".join(map(repr, self.choices))
         lo, hi = self.low, self.high
         if lo is not None and hi is not None:
-            text = f"in ({lo}, {hi}]" if self.above else f"from {lo} to {hi}"
+            if self.above or self.below:
+                text = f"in {'(' if self.above else '['}{lo}, {hi}{')' if self.below else ']'}"
+            else:
+                text = f"from {lo} to {hi}"
         elif lo is not None:
             text = f"> {lo}" if self.above else f">= {lo}"
         else:
@@ -285,7 +290,7 @@ class Rule:
         return f"{text} ({self.hint})" if self.hint else text
 
 
-_FRACTION = Rule(0, 0.95, hint="a fraction")
+_FRACTION = Rule(0, 1, below=True, hint="a fraction")
 _POSITIVE = Rule(0, above=True)
 _COUNT = Rule(1)
 _NATURAL = Rule(0)
@@ -336,8 +341,8 @@ RULES: dict[str, Rule] = {
     "train.min_lr_ratio": Rule(0, 1),
     "train.warmup_steps": _NATURAL,
     "train.weight_decay": Rule(0, 10),
-    "train.beta1": Rule(0, 0.9999),
-    "train.beta2": Rule(0, 0.99999),
+    "train.beta1": Rule(0, 1, below=True),
+    "train.beta2": Rule(0, 1, below=True),
     "train.grad_clip": Rule(0, hint="0 = off"),
     "train.precision": Rule(choices=("bf16", "fp16", "fp32")),
     "train.guided_attn_weight": _NATURAL,
