@@ -159,3 +159,11 @@ def test_voices_lists_the_folder_and_say_takes_a_voice_by_name(tmp_path, monkeyp
     assert "unknown voice 'zzz'; the voices here are: demo, second" in _error_line(
         run("say", "Hi.", "--voice", "zzz", "-o", str(tmp_path / "y.wav")))
     assert "not both" in _error_line(run("say", "Hi.", "--voice", "demo", "--model", str(folder / "second")))
+
+
+def test_a_usage_mistake_is_one_line():
+    proc = run("say", "Hi.", "--temprature", "0.5")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: unrecognized arguments: --temprature 0.5 (see `toktts --help`)"]
+    proc = run("say", "Hi.", "--top-k", "many")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "'many'" in proc.stderr

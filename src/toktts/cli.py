@@ -262,8 +262,15 @@ def _version() -> str:
         return "unknown"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake as one line (argparse prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="toktts", description="Character-to-codec-token text-to-speech.")
+    parser = _Parser(prog="toktts", description="Character-to-codec-token text-to-speech.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"toktts {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
