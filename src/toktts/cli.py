@@ -228,9 +228,9 @@ def cmd_bench(args) -> None:
     import json
 
     from toktts import bench
+    from toktts.devices import check_threads
 
-    if args.threads is not None and args.threads < 1:
-        raise TokttsError(f"--threads must be >= 1, got {args.threads}")
+    check_threads(args.threads, "--threads")
     if args.runs < 1:
         raise TokttsError(f"--runs must be >= 1, got {args.runs}")
     cfg = _load_config(args)

@@ -10,6 +10,13 @@ import torch
 from toktts.errors import TokttsError
 
 
+def check_threads(n, name: str = "threads") -> int | None:
+    """A thread count (None: the default) or a TokttsError naming `name` (e.g. "--threads")."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise TokttsError(f"{name} must be >= 1, got {n!r}")
+    return n
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """A usable torch device: `device` ("cpu", "cuda", "cuda:1", "mps"), checked, or cuda if
     there is one, else cpu."""

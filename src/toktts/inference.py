@@ -19,7 +19,7 @@ from toktts.audio import limit
 from toktts.checkpoint import load_model_dir, save_model_dir
 from toktts.codecs import Codec
 from toktts.config import BadValue, Config, check_options
-from toktts.devices import autocast, num_threads, resolve_device
+from toktts.devices import autocast, check_threads, num_threads, resolve_device
 from toktts.errors import TokttsError
 from toktts.files import writing
 from toktts.longform import DEFAULT_CHUNK_CHARS, FrameDecoder, Trimmer, split_text
@@ -54,9 +54,7 @@ class TTS:
         # (benchmarks/RESULTS.md). Griffin-Lim decoding likewise: 0.29 s on one thread, 0.52 s
         # on two, for 4.6 s of speech with the other core busy (2-core EPYC). So on CPU every
         # stage of synthesis runs on one thread unless `threads` says otherwise.
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise TokttsError(f"threads must be a whole number >= 1, got {threads!r}")
-        self.threads: int | None = threads or (1 if device.type == "cpu" else None)
+        self.threads: int | None = check_threads(threads) or (1 if device.type == "cpu" else None)
         self.lexicon: Lexicon | None = None  # respellings applied before normalisation (`use_lexicon`)
         self.sampling_rate = codec.sample_rate
 

@@ -674,13 +674,13 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def serve(args) -> None:
     """`toktts serve`: bind, start answering (503 while the model loads), load, warm up, serve."""
+    from toktts.devices import check_threads
     from toktts.inference import TTS
 
     for name, low in (("max_chars", 1), ("max_queue", 1), ("max_batch", 1), ("max_voices", 1)):
         if getattr(args, name) < low:
             raise TokttsError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
-    if args.threads is not None and args.threads < 1:
-        raise TokttsError(f"--threads must be >= 1, got {args.threads}")
+    check_threads(args.threads, "--threads")
     if not 0 <= args.port <= 65535:
         raise TokttsError(f"--port must be in 0..65535, got {args.port}")
     lexicon = Lexicon.from_file(args.lexicon) if args.lexicon else None  # a bad file fails before binding

@@ -203,12 +203,10 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
     """Train per `cfg` and write the final model directory to cfg.train.output_dir."""
     t = cfg.train
     complete_model_config(cfg)
-    precision = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}.get(t.precision)
-    if precision is None:
-        raise TokttsError(f"train.precision must be bf16, fp16 or fp32, got {t.precision!r}")
+    validate(cfg)  # a Config built in Python has not been through load_config
+    precision = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[t.precision]  # one of RULES' choices
     if precision == "fp16" and not torch.cuda.is_available():
         raise TokttsError("train.precision=fp16 needs a GPU; use bf16 (fast on AMX CPUs) or fp32")
-    validate(cfg)  # a Config built in Python has not been through load_config
     root = cache_dir(cfg)
     if not (root / "manifest.json").is_file():
         raise TokttsError(f"no token cache for this config at {str(root)!r}; run `toktts prepare` with the same config first")

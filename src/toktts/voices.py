@@ -33,6 +33,10 @@ def voices_dir() -> Path:
     return Path(cache) / "toktts" / "voices"
 
 
+def _usable(name: str) -> bool:
+    return bool(_NAME.match(name)) and name not in OPENAI_VOICES
+
+
 def check_name(name: str) -> str:
     if not _NAME.match(name):
         raise TokttsError(f"voice name {name!r} must be 1-64 letters, digits, '_', '.' or '-', starting with a "
@@ -62,7 +66,7 @@ def find_voices(extra: dict[str, Path] | None = None) -> dict[str, Path]:
     folder = voices_dir()
     if folder.is_dir():
         for sub in sorted(folder.iterdir()):
-            if (sub / "config.json").is_file() and _NAME.match(sub.name) and sub.name not in OPENAI_VOICES:
+            if (sub / "config.json").is_file() and _usable(sub.name):
                 found[sub.name] = sub
     found.update(extra or {})
     return found
