@@ -19,6 +19,7 @@ def tiny_overrides(corpus: Path, out: Path, **extra) -> list[str]:
         "model.dec_layers": 2, "model.dec_dim": 32, "model.dec_heads": 2,
         "train.output_dir": out, "train.max_steps": 6, "train.batch_frames": 1500, "train.warmup_steps": 2,
         "train.eval_every": 3, "train.save_every": 3, "train.log_every": 1, "train.max_minutes": 0,
+        "train.schedule": "steps",
         "generate.max_seconds": 2.0,
     }
     settings.update(extra)

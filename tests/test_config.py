@@ -158,3 +158,19 @@ def test_any_value_loads_in_range_or_is_refused_in_one_line(key, value):
         assert "\n" not in str(e) and key in str(e)
         return
     assert RULES[key].allows(getattr(getattr(cfg, section), name))
+
+
+def test_time_schedule_ends_the_cosine_at_max_minutes_or_max_steps():
+    from toktts.train import lr_at
+
+    cfg = load_config([], ["train.schedule=time", "train.max_minutes=60", "train.max_steps=1000",
+                           "train.warmup_steps=10", "train.lr=1e-3", "train.min_lr_ratio=0.1"])
+    assert lr_at(4, cfg, minutes=59) == pytest.approx(5e-4)  # warm-up goes by steps
+    assert lr_at(10, cfg, minutes=0) == pytest.approx(1e-3)
+    assert lr_at(10, cfg, minutes=30) == pytest.approx(1e-4 + 9e-4 * 0.5)  # half the minutes: half way
+    assert lr_at(10, cfg, minutes=60) == pytest.approx(1e-4)
+    assert lr_at(1000, cfg, minutes=1) == pytest.approx(1e-4)  # max_steps first: annealed too
+    steps = load_config([], ["train.max_minutes=60", "train.max_steps=1000", "train.warmup_steps=10"])
+    assert lr_at(10, steps, minutes=60) == pytest.approx(steps.train.lr)  # schedule=steps ignores time
+    with pytest.raises(TokttsError, match="train.schedule=time anneals over train.max_minutes"):
+        load_config([], ["train.schedule=time", "train.max_minutes=0"])

@@ -70,6 +70,7 @@ def model(tmp_path_factory):
         "model.dec_layers": 2, "model.dec_dim": 32, "model.dec_heads": 2,
         "train.output_dir": root / "model", "train.max_steps": 2, "train.batch_frames": 1500,
         "train.warmup_steps": 1, "train.eval_every": 0, "train.save_every": 2, "train.max_minutes": 0,
+        "train.schedule": "steps",
         "generate.max_seconds": 1.5,
     }
     cfg = load_config([DEMO], [f"{k}={v}" for k, v in settings.items()])

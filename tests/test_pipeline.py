@@ -150,8 +150,10 @@ def test_corrupt_latest_checkpoint_is_a_clear_error(corpus, tmp_path):
 
 def test_accelerate_launch_two_processes(corpus, tmp_path):
     out = tmp_path / "ddp"
+    # schedule=time: both processes follow the main process's clock (a broadcast every step)
     overrides = tiny_overrides(corpus, out, **{"train.max_steps": 3, "train.save_every": 3, "train.eval_every": 3,
-                                               "train.batch_frames": 80})  # several batches per epoch
+                                               "train.batch_frames": 80,  # several batches per epoch
+                                               "train.schedule": "time", "train.max_minutes": 30})
     toktts("prepare", "--config", DEMO, *sets(overrides))
     # --multi_gpu selects accelerate's torchrun launcher; on a machine without GPUs the trainer
     # asks accelerate for CPU processes joined by gloo.
@@ -219,6 +221,24 @@ def test_wall_clock_budget_and_gradient_accumulation(corpus, tmp_path):
     assert [h["step"] for h in history] == [1]  # stopped after the first step, far before max_steps
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000001"]  # saved on the way out
     assert (out / "model.safetensors").is_file()
+
+
+def test_time_schedule_anneals_over_the_budget_of_all_legs(corpus, tmp_path):
+    """schedule=time: the cosine spans max_minutes of training counted across --resume legs, so
+    a resumed run that has had its minutes trains no further."""
+    out = tmp_path / "timed"
+    overrides = tiny_overrides(corpus, out, **{"train.max_steps": 1000, "train.max_minutes": 0.002,
+                                               "train.schedule": "time", "train.save_every": 1000})
+    toktts("prepare", "--config", DEMO, *sets(overrides))
+    toktts("train", "--config", DEMO, *sets(overrides))
+    steps = [h["step"] for h in _history(out)]
+    assert steps and steps[-1] < 1000  # stopped by the clock
+    (checkpoint,) = (out / "checkpoints").iterdir()
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert state["step"] == steps[-1] and state["minutes"] >= 0.002
+    proc = toktts("train", "--config", DEMO, *sets(overrides), "--resume")
+    assert "nothing to train" in proc.stderr
+    assert [h["step"] for h in _history(out)] == steps
 
 
 def test_fine_tune_with_every_lever_then_guided_say(trained, tmp_path):

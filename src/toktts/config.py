@@ -92,6 +92,10 @@ class TrainConfig:
     seed: int = 0
     max_steps: int = 10000
     max_minutes: float = 0.0  # > 0: stop (and save) after this much wall-clock time
+    # What the learning rate's cosine spans: "steps" (max_steps) or "time" (max_minutes of
+    # training, counted across --resume legs: a run given N minutes ends annealed however many
+    # steps the machine fits into them; it stops at max_minutes in all or at max_steps).
+    schedule: str = "steps"
     batch_frames: int = 8000  # token budget: audio frames per batch (before accumulation)
     max_batch_size: int = 64
     grad_accum: int = 1
@@ -334,6 +338,7 @@ RULES: dict[str, Rule] = {
     "train.seed": SEED_RANGE,
     "train.max_steps": _COUNT,
     "train.max_minutes": Rule(0, hint="0 = no time limit"),
+    "train.schedule": Rule(choices=("steps", "time")),
     "train.batch_frames": _COUNT,
     "train.max_batch_size": _COUNT,
     "train.grad_accum": Rule(1, 1024),
@@ -450,6 +455,9 @@ def validate(cfg: "Config", sections: tuple[str, ...] | None = None) -> "Config"
         if len(t.codebook_weights) != n or sum(t.codebook_weights) <= 0:
             raise BadValue("train.codebook_weights", f"config train.codebook_weights needs {n} weights >= 0, "
                            f"not all 0 (one per codebook), got {t.codebook_weights}")
+    if "train" in checked and t.schedule == "time" and not t.max_minutes:
+        raise BadValue("train.schedule", "config train.schedule=time anneals over train.max_minutes, which is 0; "
+                       "give train.max_minutes or use train.schedule=steps")
     if "train" in checked and t.self_sampling > 0 and m.layout != "delay":
         raise BadValue("train.self_sampling", "config train.self_sampling needs model.layout=delay")
     if "data" in checked and cfg.data.min_seconds >= cfg.data.max_seconds:

@@ -20,6 +20,7 @@ from typing import Iterator
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast
 from tqdm import tqdm
 
 from toktts.checkpoint import (
@@ -48,14 +49,17 @@ def complete_model_config(cfg: Config) -> Config:
     return cfg
 
 
-def lr_at(step: int, cfg: Config) -> float:
-    """Linear warm-up, then cosine decay to lr * min_lr_ratio at max_steps."""
+def lr_at(step: int, cfg: Config, minutes: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to lr * min_lr_ratio at max_steps -- or, with
+    train.schedule=time, at max_minutes of training (`minutes` so far), whichever comes first."""
     t = cfg.train
     if step < t.warmup_steps:
         return t.lr * (step + 1) / t.warmup_steps
-    progress = min(1.0, (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps))
+    progress = (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps)
+    if t.schedule == "time":
+        progress = max(progress, minutes / t.max_minutes)
     floor = t.lr * t.min_lr_ratio
-    return floor + (t.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return floor + (t.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def micro_batches(
@@ -78,6 +82,21 @@ def micro_batches(
                 yield batch
             seen += 1
         epoch += 1
+
+
+class _Clock:
+    """Minutes of training so far (earlier legs included), the main process's count on every
+    process: the schedule and the decision to stop must be the same everywhere, or one process
+    would wait forever for another that stopped a step earlier."""
+
+    def __init__(self, accelerator: Accelerator, minutes_before: float):
+        self.accelerator, self.before, self.started = accelerator, minutes_before, time.monotonic()
+
+    def total(self) -> float:
+        minutes = self.before + (time.monotonic() - self.started) / 60
+        if self.accelerator.num_processes == 1:
+            return minutes
+        return float(broadcast(torch.tensor([minutes], dtype=torch.float64, device=self.accelerator.device))[0])
 
 
 @dataclass
@@ -241,7 +260,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
         model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay,
         fused=False,
     )
-    step = 0
+    step, minutes_before = 0, 0.0
     resumed = load_latest_checkpoint(out_dir, model, optimizer) if resume else None
     if t.init_from and resumed is None:
         init_weights(model, t.init_from)
@@ -250,6 +269,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
     if resumed is not None:
         checkpoint, state = resumed
         step = state["step"]
+        minutes_before = state.get("minutes", 0.0)  # checkpoints before train.schedule: unknown, 0
         if accelerator.is_main_process:
             log.info("resumed from %s (step %d)", checkpoint, step)
     if accelerator.is_main_process:
@@ -266,23 +286,29 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
 
     layout = unwrap(model).layout
     batches = micro_batches(train_set, cfg, rank, world, start=step * t.grad_accum)
-    started = time.monotonic()
+    clock = _Clock(accelerator, minutes_before)
     history_path = out_dir / "history.jsonl"
     model.train()
     frames_seen, window_start = 0, time.monotonic()
 
-    def save(step: int) -> None:
+    def save(step: int, minutes: float) -> None:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             with _writing(out_dir / "checkpoints"):
-                save_checkpoint(out_dir, step, unwrap(model), cfg, codec, optimizer, {"step": step}, t.keep_last)
+                save_checkpoint(out_dir, step, unwrap(model), cfg, codec, optimizer,
+                                {"step": step, "minutes": minutes}, t.keep_last)
 
     show_bar = progress and accelerator.is_main_process
     # `with` ends the bar's line even when an error stops training: the error gets a line of its own
     with tqdm(total=t.max_steps, initial=step, desc="train", disable=not show_bar) as bar:
-        while step < t.max_steps:
+        spent_before = t.schedule == "time" and t.max_minutes > 0 and minutes_before >= t.max_minutes
+        if spent_before and accelerator.is_main_process:
+            log.info("step %d: the run has had its train.max_minutes=%s (schedule=time); nothing to train",
+                     step, t.max_minutes)
+        while step < t.max_steps and not spent_before:
+            lr = lr_at(step, cfg, clock.total())
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, cfg)
+                group["lr"] = lr
             stats = []
             for micro in range(t.grad_accum):
                 torch.manual_seed(t.seed * 1_000_003 + (step * t.grad_accum + micro) * world + rank)
@@ -296,7 +322,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
             step += 1
             frames_seen += sum(s.frames for s in stats) * world
             record = {
-                "step": step, "lr": lr_at(step - 1, cfg),
+                "step": step, "lr": lr,
                 "loss": sum(s.loss for s in stats) / len(stats),
                 "ce": sum(s.ce for s in stats) / len(stats),
                 "guide": sum(s.guide for s in stats) / len(stats),
@@ -316,9 +342,12 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
                 bar.set_postfix(loss=f"{record['ce']:.3f}", guide=f"{record['guide']:.3f}")
                 bar.update(1)
             accelerator.log(record, step=step)
-            out_of_time = t.max_minutes > 0 and (time.monotonic() - started) / 60 >= t.max_minutes
+            minutes = clock.total()
+            # schedule=time: max_minutes of training in all; otherwise of this leg
+            spent = minutes if t.schedule == "time" else minutes - minutes_before
+            out_of_time = t.max_minutes > 0 and spent >= t.max_minutes
             if step % t.save_every == 0 or step == t.max_steps or out_of_time:
-                save(step)
+                save(step, minutes)
             if out_of_time:
                 if accelerator.is_main_process:
                     log.info("stopping at step %d: train.max_minutes=%s reached", step, t.max_minutes)
