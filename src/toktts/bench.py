@@ -275,6 +275,7 @@ class SynthBench:
         precision: str | None = None,
         temperature: float | None = None,
         codec: Codec | None = None,
+        backend: str | None = None,
     ):
         self.cfg = _bench_codec_config(cfg)
         self.seconds = seconds
@@ -282,7 +283,7 @@ class SynthBench:
         torch.manual_seed(self.cfg.train.seed)
         model = never_ending(TokTTS(self.cfg.model)).to(self.device).eval()
         self.codec = (codec or build_bench_codec(self.cfg)).to(self.device)
-        self.tts = TTS(model, self.cfg, self.codec, self.device, precision)
+        self.tts = TTS(model, self.cfg, self.codec, self.device, precision, backend=backend)
         self.text = synth_text(seconds)
         self.temperature = temperature
         # The facade's limit is min(1 s + seconds_per_char * characters, max_seconds); the text is
@@ -315,6 +316,7 @@ class SynthBench:
         return {
             "params_m": round(self.tts.model.num_params() / 1e6, 3),
             "precision": self.tts.precision,
+            "backend": self.tts.backend,
             "temperature": g.temperature if self.temperature is None else self.temperature,
             "top_k": g.top_k,
             "cfg_scale": g.cfg_scale,
@@ -336,15 +338,17 @@ def bench_synth(
     precision: str | None = None,
     temperature: float | None = None,
     threads: int | None = None,
+    backend: str | None = None,
 ) -> dict[str, Any]:
     """Real-time factor of synthesising `seconds` of audio (batch 1) with `cfg`'s model (random
     weights, EOS suppressed) and codec: token generation only (`model_rtf`), codec decoding only
     (`decode_rtf`) and both (`rtf`); wall-time medians over `runs` after `warmup` untimed runs.
-    `precision` defaults to the facade's (fp32 on CPU, bf16 on GPUs), `temperature` to the config's."""
+    `precision` defaults to the facade's (fp32 on CPU, bf16 on GPUs), `backend` to its `auto`,
+    `temperature` to the config's."""
     if runs < 1 or warmup < 0 or seconds <= 0:
         raise TokttsError(f"need runs >= 1, warmup >= 0 and seconds > 0; got {runs}, {warmup}, {seconds}")
     with num_threads(threads):
-        bench = SynthBench(cfg, seconds, device, precision, temperature)
+        bench = SynthBench(cfg, seconds, device, precision, temperature, backend=backend)
         if threads is not None:
             bench.tts.threads = threads  # the benchmark's setting, not the facade's default
         for _ in range(warmup):
@@ -454,7 +458,8 @@ def format_report(result: dict[str, Any]) -> str:
         ])
     if r.get("kind") == "synth":
         return "\n".join([
-            (f"model: {r['params_m']:.2f}M parameters, {r['precision']}, temperature {r['temperature']}, "
+            (f"model: {r['params_m']:.2f}M parameters, {r['precision']}, {r.get('backend', 'torch')} decoder steps, "
+             f"temperature {r['temperature']}, "
              f"top-k {r['top_k']}, {r['device']}, {r['threads']} thread(s); codec {r['codec']}"),
             (f"audio: {r['seconds_audio']:.2f} s = {r['frames']} frames = {r['decoder_steps']} decoder steps "
              f"(text of {r['text_chars']} characters)"),

@@ -322,6 +322,7 @@ def evaluate(
     sampling: dict | None = None,
     ceilings_from: str | None = None,
     precision: str | None = None,
+    backend: str | None = None,
 ) -> dict:
     """Synthesize a corpus split, transcribe generated / teacher-forced / codec-resynthesized /
     reference audio with one ASR, and write `metrics.json`, `report.html`, `audio/` and `figures/` to `out_dir`.
@@ -333,7 +334,7 @@ def evaluate(
     the model's defaults (None values are ignored). ceilings_from: the metrics.json of an earlier
     evaluation on the same corpus, split and ASR with a model of the same codec, whose reference
     and resynthesis transcripts are reused instead of transcribed again (A/B runs of one voice
-    share them). Returns the metrics dict, plus the
+    share them). precision, backend: as `TTS.from_pretrained`'s. Returns the metrics dict, plus the
     paths it wrote under "files". Raises TokttsError on bad input (see the module docstring).
     """
     from toktts.devices import resolve_device
@@ -345,7 +346,7 @@ def evaluate(
         raise TokttsError(f"limit must be a positive number of sentences, got {limit}")
     started = time.perf_counter()
     engine = make_asr(asr, str(resolve_device(device)), asr_jobs)  # a missing ASR model fails before any long work
-    tts = TTS.from_pretrained(model_dir, device=device, precision=precision)
+    tts = TTS.from_pretrained(model_dir, device=device, precision=precision, backend=backend)
     overrides = {k: v for k, v in (sampling or {}).items() if v is not None}
     unknown = set(overrides) - {"temperature", "top_k", "top_p", "cfg_scale"}
     if unknown:

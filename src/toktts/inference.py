@@ -36,9 +36,10 @@ class TTS:
 
     def __init__(
         self, model: TokTTS, cfg: Config, codec: Codec, device: torch.device, precision: str | None = None,
-        threads: int | None = None,
+        threads: int | None = None, backend: str | None = None, model_dir: str | Path | None = None,
     ):
         self.cfg, self.codec, self.device = cfg, codec, device
+        self.model_dir = Path(model_dir) if model_dir is not None else None
         # Decoding multiplies one row at a time; oneDNN's bf16 path for such small matmuls is
         # far slower than fp32 on CPU (measured ~50 us fp32 vs ~10 ms bf16 for a 1x256x1024
         # linear), while GPUs gain from bf16.
@@ -57,15 +58,59 @@ class TTS:
         self.threads: int | None = check_threads(threads) or (1 if device.type == "cpu" else None)
         self.lexicon: Lexicon | None = None  # respellings applied before normalisation (`use_lexicon`)
         self.sampling_rate = codec.sample_rate
+        self._asked_backend = backend or "auto"
+        self.backend = self._choose_backend(self._asked_backend)
+        self._onnx: Any = None  # the OnnxDecoder, made on first use
+
+    def _choose_backend(self, backend: str) -> str:
+        """"torch" or "onnx" (ONNX Runtime runs the decoder step): `auto` is onnx on a CPU in fp32
+        or int8 where onnxruntime is installed -- in fp32 the same tokens as torch, faster
+        (benchmarks/RESULTS.md)."""
+        from toktts import onnx_decoder
+
+        if backend not in BACKENDS:
+            raise TokttsError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        fits = self.device.type == "cpu" and self.precision in ("fp32", "int8")
+        if backend == "onnx":
+            if not fits:
+                raise TokttsError(f"backend onnx runs fp32 or int8 on a CPU, not {self.precision} on {self.device}; "
+                                  "use backend torch (--backend torch) or --precision fp32 on the CPU")
+            if not onnx_decoder.available():
+                raise TokttsError("backend onnx needs onnxruntime and onnxscript: pip install onnxruntime onnxscript")
+        if backend == "auto":
+            return "onnx" if fits and onnx_decoder.available() else "torch"
+        return backend
+
+    def _step_decoder(self, need_weights: bool) -> Any:
+        """What runs the decoder steps: None (the model's own) or the ONNX Runtime one, made on
+        first use. Under `auto`, a graph that cannot be made is reported once and the eager
+        decoder used; asking for `onnx` makes it an error."""
+        if self.backend != "onnx" or need_weights:  # the graph gives no attention weights
+            return None
+        if self._onnx is None:
+            from toktts import onnx_decoder
+
+            try:
+                decoder = self.float_model.decoder  # embeds the inputs and the memory's keys in fp32
+                path = onnx_decoder.find_or_export(decoder, self.model_dir, self.precision)
+                self._onnx = onnx_decoder.OnnxDecoder(decoder, path, self.threads)
+            except Exception as e:
+                if self._asked_backend == "onnx":
+                    raise TokttsError(f"backend onnx: could not make the decoder step's graph ({e})") from None
+                log.warning("ONNX Runtime unavailable for this model (%s); synthesis runs in PyTorch", e)
+                self.backend = "torch"
+                return None
+        return self._onnx
 
     @classmethod
     def from_pretrained(
         cls, path: str | Path | None = None, device: str | None = None, precision: str | None = None,
-        threads: int | None = None,
+        threads: int | None = None, backend: str | None = None,
     ) -> "TTS":
         """Load a model directory, a Hub repo id (`user/name`), or the bundled voice (no path).
-        `threads`: torch threads for synthesis (default on CPU: 1, the fastest where anything else
-        runs; see __init__)."""
+        `threads`: CPU threads for synthesis (default on CPU: 1, the fastest where anything else
+        runs; see __init__). `backend`: what runs the decoder steps, "torch", "onnx" (ONNX
+        Runtime) or "auto" (the default: onnx on a CPU in fp32 where it is installed)."""
         if path is None:
             path = bundled_voice_dir()
             if not (path / "config.json").is_file():
@@ -75,7 +120,7 @@ class TTS:
             path = _download_from_hub(str(path))
         dev = resolve_device(device)
         model, cfg, codec = load_model_dir(path, dev)
-        return cls(model, cfg, codec, dev, precision, threads)
+        return cls(model, cfg, codec, dev, precision, threads, backend, model_dir=path)
 
     def save_pretrained(self, directory: str | Path, dtype: str = "fp32") -> Path:
         """Write the model directory; dtype "bf16"/"fp16" halve the weights and "int8" quarters
@@ -243,7 +288,7 @@ class TTS:
             generator = None if seed is None or isinstance(seed, (list, tuple)) else torch.Generator(self.device).manual_seed(int(seed))
         args = (text, lengths, limits.to(self.device))
         kwargs = dict(temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, generator=generator,
-                      need_weights=need_weights, cfg_scale=g.cfg_scale)
+                      need_weights=need_weights, cfg_scale=g.cfg_scale, decoder=self._step_decoder(need_weights))
         if steps:
             return spoken, self._steps(args, kwargs)
         with autocast(self.device, self.precision), num_threads(self.threads):
@@ -290,6 +335,7 @@ class TTS:
 
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+BACKENDS = ("auto", "torch", "onnx")
 
 
 def quantized(model: TokTTS) -> TokTTS:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -209,23 +209,42 @@ class Decoder(nn.Module):
         self, tokens: torch.Tensor, cache: DecoderCache, pos: int, need_weights: bool = False, generator=None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One incremental step: (B, N, 1) inputs at position `pos` -> (B, 1, N, V) logits."""
+
+        def remember(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            cache.self_k[i][:, :, pos : pos + 1] = k
+            cache.self_v[i][:, :, pos : pos + 1] = v
+            return cache.self_k[i][:, :, : pos + 1], cache.self_v[i][:, :, : pos + 1]
+
         x = self.embed_tokens(tokens, offset=pos, generator=generator)
+        x, weights = self.step_blocks(x, remember, cache.cross_k, cache.cross_v, cache.text_mask, need_weights)
+        return self.logits(x), weights
+
+    def step_blocks(
+        self,
+        x: torch.Tensor,
+        remember: Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+        cross_k: list[torch.Tensor] | torch.Tensor,
+        cross_v: list[torch.Tensor] | torch.Tensor,
+        text_mask: torch.Tensor,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The blocks of one step: x (B, 1, D) embedded input -> (B, 1, D) states. `remember(i, k,
+        v)` keeps layer i's keys and values of this step (B, H, 1, D/H) and returns those of every
+        step so far; cross_k/cross_v[i] are layer i's of the memory. The same code runs eagerly
+        and, traced, as the ONNX graph of `toktts.onnx_decoder`."""
         weights = []
         for i, blk in enumerate(self.blocks):
             h = blk.norm1(x)
-            k, v = blk.self_attn.keys_values(h)  # (B, H, 1, D/H)
-            cache.self_k[i][:, :, pos : pos + 1] = k
-            cache.self_v[i][:, :, pos : pos + 1] = v
-            k_all, v_all = cache.self_k[i][:, :, : pos + 1], cache.self_v[i][:, :, : pos + 1]
+            k_all, v_all = remember(i, *blk.self_attn.keys_values(h))
             x = x + blk.self_attn.attend(h, k_all, v_all)[0]
             y, w = blk.cross_attn.attend(  # the alignment image needs the first layer only
-                blk.norm2(x), cache.cross_k[i], cache.cross_v[i], cache.text_mask, need_weights=need_weights and i == 0
+                blk.norm2(x), cross_k[i], cross_v[i], text_mask, need_weights=need_weights and i == 0
             )
             x = x + y
             x = x + blk.mlp(blk.norm3(x))
             if w is not None:
                 weights.append(w)
-        return self.logits(x), weights
+        return x, weights
 
 
 def guided_attention_loss(
@@ -391,13 +410,16 @@ class TokTTS(nn.Module):
         generator: torch.Generator | list[torch.Generator | None] | None = None,
         need_weights: bool = False,
         cfg_scale: float = 1.0,
+        decoder=None,
     ) -> Iterator["Progress"]:
         """Decode one step at a time, yielding the `Progress` after each (streaming reads it).
 
         `max_steps` (B,) is each item's limit: stream 0 must emit EOS before that step.
         `generator` is one for the batch or one per item; per-item generators make an item's
         tokens independent of what it is batched with. `cfg_scale` != 1 guides the logits away
-        from the "no text" model's: u + s (c - u), both rows in one batched decoder step."""
+        from the "no text" model's: u + s (c - u), both rows in one batched decoder step.
+        `decoder` runs the steps in place of the model's own (`start` and `step` as `Decoder`'s:
+        `toktts.onnx_decoder.OnnxDecoder`)."""
         layout, device = self.layout, text.device
         B = text.shape[0]
         # EOS may come up to step max_steps - 1; the delay layout then needs K - 1 more steps.
@@ -408,7 +430,8 @@ class TokTTS(nn.Module):
             memory, text_mask = self.encode(text.repeat(2, 1), text_lengths.repeat(2), drop)
         else:
             memory, text_mask = self.encode(text, text_lengths)
-        cache = self.decoder.start(memory, text_mask, S_max)
+        decoder = decoder or self.decoder
+        cache = decoder.start(memory, text_mask, S_max)
         n_masks = layout.n_codebooks if layout.name == "flatten" else 1
         masks = [layout.allowed(s, device) for s in range(n_masks)]
         out = torch.full((B, layout.n_streams, S_max), layout.pad_id, dtype=torch.long, device=device)
@@ -416,7 +439,7 @@ class TokTTS(nn.Module):
         prev = torch.full((B, layout.n_streams, 1), layout.bos_id, dtype=torch.long, device=device)
         attn = []
         for s in range(S_max):
-            logits, w = self.decoder.step(
+            logits, w = decoder.step(
                 prev.repeat(2, 1, 1) if guided else prev, cache, s, need_weights=need_weights, generator=generator
             )
             if need_weights:

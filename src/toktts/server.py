@@ -690,7 +690,8 @@ def serve(args) -> None:
     given = dict(parse_voice_arg(v) for v in args.voice)  # NAME=DIR, checked before binding
 
     def loader(path: str | None) -> Callable[[], TTS]:
-        return lambda: TTS.from_pretrained(path, device=args.device, threads=args.threads).use_lexicon(lexicon)
+        return lambda: TTS.from_pretrained(path, device=args.device, threads=args.threads,
+                                           backend=args.backend).use_lexicon(lexicon)
 
     others = {name: loader(str(path)) for name, path in find_voices(given).items() if name != default}
     sock = bind_socket(args.host, args.port)

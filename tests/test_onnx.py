@@ -1,0 +1,146 @@
+"""The decoder step run by ONNX Runtime (toktts.onnx_decoder): the same tokens as the eager
+decoder for the same seed, in every way a batch is made; graphs found, exported once, never used
+for other weights; `toktts export onnx`; the backend's errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from toktts import onnx_decoder
+from toktts.errors import TokttsError
+from toktts.inference import TTS
+
+from helpers import assert_one_error_line, tiny_tts, toktts
+
+TEXTS = ["Hello there.", "A somewhat longer sentence, with a comma in it."]
+
+
+def twins(**model) -> tuple[TTS, TTS]:
+    """The same tiny model behind both backends."""
+    eager = tiny_tts(max_seconds=1.5)
+    for key, value in model.items():
+        setattr(eager.model.decoder, key, value)
+    fast = TTS(eager.model, eager.cfg, eager.codec, eager.device, backend="onnx")
+    eager = TTS(eager.model, eager.cfg, eager.codec, eager.device, backend="torch")
+    return eager, fast
+
+
+@pytest.mark.parametrize("options", [
+    dict(seed=0),
+    dict(seed=1, cfg_scale=2.0),
+    dict(seed=[3, 4], cfg_scale=1.5, top_p=0.9),  # one generator per item
+    dict(temperature=0, cfg_scale=1.0),  # greedy
+])
+def test_same_tokens_as_the_eager_decoder(options):
+    eager, fast = twins()
+    assert (eager.backend, fast.backend) == ("torch", "onnx")
+    for texts in (TEXTS[:1], TEXTS):  # batch 1 and 2
+        seeds = options.get("seed")
+        opts = dict(options, seed=seeds[: len(texts)] if isinstance(seeds, list) else seeds)
+        _, a = eager.generate_tokens(texts, **opts)
+        _, b = fast.generate_tokens(texts, **opts)
+        assert a["tokens"].shape[2] > 5
+        assert torch.equal(a["tokens"], b["tokens"]) and torch.equal(a["frames"], b["frames"])
+
+
+def test_input_dropout_draws_its_masks_from_the_same_generators():
+    eager, fast = twins(input_dropout=0.3)
+    _, a = eager.generate_tokens(TEXTS, seed=[5, 6])
+    _, b = fast.generate_tokens(TEXTS, seed=[5, 6])
+    assert torch.equal(a["tokens"], b["tokens"])
+
+
+def test_streaming_and_whole_takes_agree_and_weights_fall_back_to_eager():
+    eager, fast = twins()
+    whole = fast("Hello there, how are you?", seed=2)["audio"]
+    streamed = np.concatenate(list(fast.stream("Hello there, how are you?", seed=2)))
+    np.testing.assert_allclose(streamed, whole, atol=1e-5)
+    np.testing.assert_allclose(eager("Hello there, how are you?", seed=2)["audio"], whole, atol=1e-5)
+    _, out = fast.generate_tokens(TEXTS, seed=0, need_weights=True)  # the alignment image: eager
+    assert out["attention"].shape[0] == 2
+
+
+def test_a_graph_is_exported_once_and_never_used_for_other_weights(tmp_path, onnx_cache, caplog):
+    eager, fast = twins()
+    model_dir = tmp_path / "model"
+    fast.save_pretrained(model_dir)
+    loaded = TTS.from_pretrained(model_dir, backend="onnx")
+    loaded.generate_tokens(TEXTS[:1], seed=0)
+    cached = onnx_cache / "onnx" / (onnx_decoder.digest(loaded.model.decoder)[:32] + ".onnx")
+    assert loaded._onnx.path == cached and cached.is_file()
+    mtime = cached.stat().st_mtime_ns
+    again = TTS.from_pretrained(model_dir, backend="onnx")
+    again.generate_tokens(TEXTS[:1], seed=0)
+    assert again._onnx.path == cached and cached.stat().st_mtime_ns == mtime  # not exported again
+
+    # A graph in the model directory is used when it is this model's ...
+    (model_dir / onnx_decoder.GRAPH_FILE).write_bytes(cached.read_bytes())
+    mine = TTS.from_pretrained(model_dir, backend="onnx")
+    mine.generate_tokens(TEXTS[:1], seed=0)
+    assert mine._onnx.path == model_dir / onnx_decoder.GRAPH_FILE
+    # ... and never when the weights changed (or the file is not a graph at all)
+    other = tiny_tts(seed=1)
+    other.save_pretrained(model_dir)
+    for content in (cached.read_bytes(), b"not a graph"):
+        (model_dir / onnx_decoder.GRAPH_FILE).write_bytes(content)
+        changed = TTS.from_pretrained(model_dir, backend="onnx")
+        _, a = changed.generate_tokens(TEXTS, seed=0)
+        assert changed._onnx.path.parent == onnx_cache / "onnx"
+        _, b = TTS.from_pretrained(model_dir, backend="torch").generate_tokens(TEXTS, seed=0)
+        assert torch.equal(a["tokens"], b["tokens"])
+    assert "exported from other weights" in caplog.text
+
+
+def test_int8_graph_computes_what_the_float_one_does():
+    """int8 weights are approximate, so not the same tokens; the same logits within int8's error,
+    step after step over the same inputs."""
+    eager, _ = twins()
+    fast8 = TTS(eager.model, eager.cfg, eager.codec, eager.device, precision="int8", backend="onnx")
+    float_graph = TTS(eager.model, eager.cfg, eager.codec, eager.device, backend="onnx")._step_decoder(False)
+    int8_graph = fast8._step_decoder(False)
+    assert int8_graph.path.name.endswith("-int8.onnx")
+    assert int8_graph.path.stat().st_size < float_graph.path.stat().st_size / 2
+    text, lengths = eager._text_batch(TEXTS)
+    with torch.inference_mode():
+        memory, mask = eager.model.encode(text, lengths)
+        caches = [g.start(memory, mask, 20) for g in (float_graph, int8_graph)]
+        tokens = torch.randint(0, eager.model.layout.vocab_size, (2, eager.model.layout.n_streams, 20))
+        for pos in range(20):
+            a, b = (g.step(tokens[:, :, pos : pos + 1], c, pos)[0] for g, c in zip((float_graph, int8_graph), caches))
+            error = (a - b).abs().max() / a.abs().max()
+            assert 0 < error < 0.1, (pos, error)
+
+
+def test_backend_errors_are_one_line():
+    eager = tiny_tts()
+    with pytest.raises(TokttsError, match="backend must be one of auto, torch, onnx, got 'tensorrt'"):
+        TTS(eager.model, eager.cfg, eager.codec, eager.device, backend="tensorrt")
+    with pytest.raises(TokttsError, match="backend onnx runs fp32 or int8 on a CPU, not bf16"):
+        TTS(eager.model, eager.cfg, eager.codec, eager.device, precision="bf16", backend="onnx")
+    assert TTS(eager.model, eager.cfg, eager.codec, eager.device, precision="bf16").backend == "torch"  # auto
+
+
+def test_export_command_writes_the_graph_synthesis_then_uses(tmp_path, onnx_cache):
+    model_dir = tmp_path / "voice"
+    tiny_tts(seed=7).save_pretrained(model_dir)
+    proc = toktts("export", "onnx", "--model", str(model_dir))
+    graph = model_dir / onnx_decoder.GRAPH_FILE
+    assert str(graph) in proc.stdout and graph.is_file()
+    before = set((onnx_cache / "onnx").glob("*")) if (onnx_cache / "onnx").exists() else set()
+    toktts("say", "Hello.", "--model", str(model_dir), "--backend", "onnx", "--seed", "0", "-o", str(tmp_path / "a.wav"))
+    after = set((onnx_cache / "onnx").glob("*")) if (onnx_cache / "onnx").exists() else set()
+    assert after == before  # found in the model directory: nothing exported
+    toktts("say", "Hello.", "--model", str(model_dir), "--backend", "torch", "--seed", "0", "-o", str(tmp_path / "b.wav"))
+    assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+    proc = toktts("export", "onnx", "--model", str(model_dir), "--precision", "int8", "--out", str(tmp_path / "q.onnx"))
+    assert (tmp_path / "q.onnx").is_file() and (tmp_path / "q.onnx").stat().st_size < graph.stat().st_size
+    assert_one_error_line(toktts("export", "onnx", "--model", str(model_dir), "--out", str(tmp_path), check=False),
+                          "is a directory")
+    assert_one_error_line(toktts("say", "Hi.", "--model", str(model_dir), "--backend", "onnx", "--precision", "bf16",
+                                 check=False), "backend onnx runs fp32 or int8")
+    bench = toktts("bench", "synth", "--config", "configs/demo.yaml", "--runs", "1", "--seconds", "0.5",
+                   "--set", "model.dec_layers=1", "--set", "model.enc_layers=1", "--backend", "onnx")
+    assert json.loads(bench.stdout.splitlines()[-1])["backend"] == "onnx"
