@@ -156,6 +156,7 @@ class Decoder(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.input_dropout = cfg.input_dropout
         self.register_buffer("stream_offset", torch.arange(self.n_streams) * self.vocab_size, persistent=False)
+        self._positions: torch.Tensor | None = None  # sinusoids, see `positions`
 
     def embed_tokens(self, tokens: torch.Tensor, offset: int = 0, generator=None) -> torch.Tensor:
         """(B, N, S) ids -> (B, S, D): the sum of the N streams' embeddings, plus positions.
@@ -164,7 +165,17 @@ class Decoder(nn.Module):
         x = self.embed(tokens + self.stream_offset[None, :, None]).sum(1)  # (B, S, D)
         if self.input_dropout > 0:
             x = x * keep_mask(x.shape, self.input_dropout, x.device, generator).to(x.dtype)
-        return self.drop(x + self.pos_scale * sinusoids(S, x.shape[-1], offset, device=x.device))
+        return self.drop(x + self.pos_scale * self.positions(offset, S, x.device))
+
+    def positions(self, offset: int, length: int, device: torch.device) -> torch.Tensor:
+        """Rows offset .. offset + length of the sinusoids, from a table kept between calls (a
+        decoder step would otherwise spend ten small operators making one row)."""
+        table = self._positions
+        if table is None or table.device != device or len(table) < offset + length:
+            size = max(offset + length, 2 * len(table) if table is not None else 1024)
+            with torch.inference_mode(False):  # made in generation, used in training too
+                table = self._positions = sinusoids(size, self.embed.embedding_dim, device=device)
+        return table[offset : offset + length]
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         B, S, _ = x.shape

@@ -167,22 +167,17 @@ class Layout:
 
         `eos_step` (B,) is the step at which stream 0 emitted EOS (-1 if not yet)."""
         B = eos_step.shape[0]
-        out = torch.full((B, self.n_streams), -1, dtype=torch.long, device=eos_step.device)
         ended = eos_step >= 0
         if self.name == "delay":
-            for k in range(self.n_codebooks):
-                if step < k:
-                    out[:, k] = self.pad_id
-            since = step - eos_step  # (B,) steps since stream 0 ended
-            for k in range(self.n_codebooks):
-                out[:, k] = torch.where(ended & (since == k), self.eos_id, out[:, k])
-                out[:, k] = torch.where(ended & (since > k), self.pad_id, out[:, k])
-                # stream 0 at the EOS step itself keeps the sampled EOS
-                if k == 0:
-                    out[:, 0] = torch.where(ended & (since == 0), -1, out[:, 0])
-        else:
-            out[:, 0] = torch.where(ended & (step > eos_step), self.pad_id, out[:, 0])
-        return out
+            k = torch.arange(self.n_codebooks, device=eos_step.device)[None]  # (1, N): stream k lags k steps
+            since = (step - eos_step)[:, None]  # (B, 1) steps since stream 0 ended
+            ended = ended[:, None]
+            out = torch.where(k > step, self.pad_id, -1).expand(B, -1)  # streams that have not begun
+            # stream k ends k steps after stream 0 (whose own EOS, at since == 0, is the sampled one)
+            out = torch.where(ended & (since == k) & (k > 0), self.eos_id, out)
+            return torch.where(ended & (since > k), self.pad_id, out)
+        out = torch.full((B, 1), -1, dtype=torch.long, device=eos_step.device)
+        return torch.where((ended & (step > eos_step))[:, None], self.pad_id, out)
 
     def finished(self, step: int, eos_step: torch.Tensor) -> torch.Tensor:
         """(B,) bool: every stream has emitted its EOS by the end of `step`."""

@@ -299,8 +299,11 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
                                 {"step": step, "minutes": minutes}, t.keep_last)
 
     show_bar = progress and accelerator.is_main_process
+    timed = t.schedule == "time"  # the bar counts what ends the run: minutes, or steps
+    bar_total, bar_done = (round(t.max_minutes * 60), round(minutes_before * 60)) if timed else (t.max_steps, step)
     # `with` ends the bar's line even when an error stops training: the error gets a line of its own
-    with tqdm(total=t.max_steps, initial=step, desc="train", disable=not show_bar) as bar:
+    with tqdm(total=bar_total, initial=min(bar_done, bar_total), desc="train", unit="s" if timed else "it",
+              disable=not show_bar) as bar:
         spent_before = t.schedule == "time" and t.max_minutes > 0 and minutes_before >= t.max_minutes
         if spent_before and accelerator.is_main_process:
             log.info("step %d: the run has had its train.max_minutes=%s (schedule=time); nothing to train",
@@ -336,13 +339,14 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
             if val_set and t.eval_every > 0 and (step % t.eval_every == 0 or step == t.max_steps):
                 if accelerator.is_main_process:
                     record.update(evaluate(unwrap(model), val_set, cfg, device, accelerator))
+            minutes = clock.total()
             if accelerator.is_main_process:
                 with _writing(history_path), history_path.open("a") as f:
                     f.write(json.dumps(record) + "\n")
-                bar.set_postfix(loss=f"{record['ce']:.3f}", guide=f"{record['guide']:.3f}")
-                bar.update(1)
+                bar.set_postfix(**({"step": step} if timed else {}), loss=f"{record['ce']:.3f}",
+                                guide=f"{record['guide']:.3f}")
+                bar.update(min(round(minutes * 60), bar_total) - bar.n if timed else 1)
             accelerator.log(record, step=step)
-            minutes = clock.total()
             # schedule=time: max_minutes of training in all; otherwise of this leg
             spent = minutes if t.schedule == "time" else minutes - minutes_before
             out_of_time = t.max_minutes > 0 and spent >= t.max_minutes
