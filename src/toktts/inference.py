@@ -81,11 +81,11 @@ class TTS:
             return "onnx" if fits and onnx_decoder.available() else "torch"
         return backend
 
-    def _step_decoder(self, need_weights: bool) -> Any:
+    def _step_decoder(self) -> Any:
         """What runs the decoder steps: None (the model's own) or the ONNX Runtime one, made on
         first use. Under `auto`, a graph that cannot be made is reported once and the eager
         decoder used; asking for `onnx` makes it an error."""
-        if self.backend != "onnx" or need_weights:  # the graph gives no attention weights
+        if self.backend != "onnx":
             return None
         if self._onnx is None:
             from toktts import onnx_decoder
@@ -288,7 +288,7 @@ class TTS:
             generator = None if seed is None or isinstance(seed, (list, tuple)) else torch.Generator(self.device).manual_seed(int(seed))
         args = (text, lengths, limits.to(self.device))
         kwargs = dict(temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, generator=generator,
-                      need_weights=need_weights, cfg_scale=g.cfg_scale, decoder=self._step_decoder(need_weights))
+                      need_weights=need_weights, cfg_scale=g.cfg_scale, decoder=self._step_decoder())
         if steps:
             return spoken, self._steps(args, kwargs)
         with autocast(self.device, self.precision), num_threads(self.threads):

@@ -11,7 +11,8 @@ The graph (`StepGraph`) takes
     past       (P, Ld, 2, B, H, Dh)  the keys and values of the P earlier steps, every layer
     cross_k/v  (Ld, B, H, L, Dh)     the memory's, computed once per text
     text_mask  (B, 1, 1, L)          bool
-and gives logits (B, N * V) and present (Ld, 2, B, H, Dh), this step's keys and values. The
+and gives logits (B, N * V), present (Ld, 2, B, H, Dh), this step's keys and values, and
+attention (B, H, 1, L), the first layer's cross-attention (the evaluation's alignment image). The
 runner keeps the past in one preallocated array (S_max, Ld, 2, B, H, Dh) whose first P rows are
 one contiguous block, so feeding it copies nothing. Sampling stays in PyTorch: the same seed gives
 the same tokens as the eager path (tested).
@@ -45,7 +46,7 @@ from toktts.model import Decoder
 log = logging.getLogger(__name__)
 
 GRAPH_FILE = "decoder_step.onnx"
-GRAPH_VERSION = "1"  # bump when StepGraph's inputs, outputs or computation change
+GRAPH_VERSION = "2"  # bump when StepGraph's inputs, outputs or computation change
 DIGEST_KEY = "toktts.decoder_digest"
 OPTIMIZE = True
 
@@ -96,9 +97,9 @@ class StepGraph(nn.Module):
             earlier = past[:, i].permute(1, 2, 3, 0, 4)  # (2, B, H, P, Dh)
             return torch.cat([earlier[0], k], 2), torch.cat([earlier[1], v], 2)
 
-        x, _ = self.decoder.step_blocks(x, remember, cross_k, cross_v, text_mask)
+        x, weights = self.decoder.step_blocks(x, remember, cross_k, cross_v, text_mask, need_weights=True)
         logits = self.decoder.logits(x)  # (B, 1, N, V)
-        return logits.reshape(x.shape[0], -1), torch.stack(present)
+        return logits.reshape(x.shape[0], -1), torch.stack(present), weights[0]
 
 
 def export(decoder: Decoder, path: str | Path) -> Path:
@@ -123,7 +124,7 @@ def export(decoder: Decoder, path: str | Path) -> Path:
     started = time.monotonic()
     with torch.inference_mode(False), torch.no_grad(), _quiet():
         program = torch.onnx.export(
-            graph, example, input_names=list(shapes), output_names=["logits", "present"],
+            graph, example, input_names=list(shapes), output_names=["logits", "present", "attention"],
             dynamic_shapes=shapes, dynamo=True, optimize=OPTIMIZE, verbose=False,
         )
     model = program.model_proto
@@ -254,14 +255,13 @@ class OnnxDecoder:
     def step(
         self, tokens: torch.Tensor, cache: OnnxCache, pos: int, need_weights: bool = False, generator=None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        if need_weights:
-            raise ValueError("the ONNX decoder step gives no attention weights; use the eager decoder")
         x = self.decoder.embed_tokens(tokens, offset=pos, generator=generator)
-        logits, present = self.session.run(None, {
+        logits, present, attention = self.session.run(None, {
             "x": x.float().cpu().numpy(), "past": cache.past[:pos], "cross_k": cache.cross_k,
             "cross_v": cache.cross_v, "text_mask": cache.text_mask,
         })
         cache.past[pos] = present
         B = logits.shape[0]
         out = torch.from_numpy(logits).to(tokens.device)
-        return out.view(B, 1, self.decoder.n_streams, self.decoder.vocab_size), []
+        weights = [torch.from_numpy(attention).to(tokens.device)] if need_weights else []
+        return out.view(B, 1, self.decoder.n_streams, self.decoder.vocab_size), weights
