@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from toktts import onnx_decoder
 from toktts.errors import TokttsError
 from toktts.inference import TTS
+
+pytest.importorskip("onnxruntime", reason="toktts[onnx] is not installed")
+from toktts import onnx_decoder  # noqa: E402
 
 from helpers import assert_one_error_line, tiny_tts, toktts
 
@@ -93,7 +95,7 @@ def test_a_graph_is_exported_once_and_never_used_for_other_weights(tmp_path, onn
         assert changed._onnx.path.parent == onnx_cache / "onnx"
         _, b = TTS.from_pretrained(model_dir, backend="torch").generate_tokens(TEXTS, seed=0)
         assert torch.equal(a["tokens"], b["tokens"])
-    assert "exported from other weights" in caplog.text
+    assert "is not this model's fp32 step graph" in caplog.text
 
 
 def test_int8_graph_computes_what_the_float_one_does():
@@ -114,6 +116,46 @@ def test_int8_graph_computes_what_the_float_one_does():
             a, b = (g.step(tokens[:, :, pos : pos + 1], c, pos)[0] for g, c in zip((float_graph, int8_graph), caches))
             error = (a - b).abs().max() / a.abs().max()
             assert 0 < error < 0.1, (pos, error)
+
+
+def test_auto_falls_back_to_torch_when_no_graph_can_be_made(monkeypatch, caplog):
+    eager, _ = twins()
+    monkeypatch.setattr(onnx_decoder, "available", lambda: False)
+    assert TTS(eager.model, eager.cfg, eager.codec, eager.device).backend == "torch"
+    with pytest.raises(TokttsError, match=r"toktts\[onnx\]"):
+        TTS(eager.model, eager.cfg, eager.codec, eager.device, backend="onnx")
+    monkeypatch.undo()
+
+    def broken(*args, **kwargs):
+        with onnx_decoder._failing("export the decoder step"):
+            raise RuntimeError("the exporter's first line\nand pages more")
+
+    monkeypatch.setattr(onnx_decoder, "find_or_export", broken)
+    auto = TTS(eager.model, eager.cfg, eager.codec, eager.device)
+    _, a = auto.generate_tokens(TEXTS, seed=0)
+    _, b = eager.generate_tokens(TEXTS, seed=0)
+    assert auto.backend == "torch" and torch.equal(a["tokens"], b["tokens"])
+    assert "could not export the decoder step: the exporter's first line; --backend torch" in caplog.text
+    asked = TTS(eager.model, eager.cfg, eager.codec, eager.device, backend="onnx")
+    with pytest.raises(TokttsError, match="^could not export the decoder step: the exporter's first line;"):
+        asked.generate_tokens(TEXTS, seed=0)
+
+
+def test_a_graph_of_another_precision_or_shape_is_not_used(tmp_path, onnx_cache):
+    eager, _ = twins()
+    model_dir = tmp_path / "model"
+    eager.save_pretrained(model_dir)
+    fp32 = TTS.from_pretrained(model_dir, backend="onnx")
+    int8 = TTS.from_pretrained(model_dir, precision="int8", backend="onnx")
+    int8._step_decoder()
+    # an int8 graph where the fp32 one belongs is not taken for it
+    (model_dir / onnx_decoder.GRAPH_FILE).write_bytes(int8._onnx.path.read_bytes())
+    assert fp32._step_decoder().path != model_dir / onnx_decoder.GRAPH_FILE
+    # the same weights with other head counts are another model
+    other = tiny_tts()
+    for blk in other.model.decoder.blocks:
+        blk.self_attn.heads = blk.cross_attn.heads = 1
+    assert onnx_decoder.digest(other.model.decoder) != onnx_decoder.digest(eager.model.decoder)
 
 
 def test_backend_errors_are_one_line():

@@ -240,6 +240,37 @@ def test_time_schedule_anneals_over_the_budget_of_all_legs(corpus, tmp_path):
     assert "nothing to train" in proc.stderr
     assert [h["step"] for h in _history(out)] == steps
 
+    # a run stopped by max_steps with minutes left goes on counting from the minutes it had
+    legs = tmp_path / "legs"
+    first = tiny_overrides(corpus, legs, **{"train.max_steps": 2, "train.max_minutes": 30, "train.schedule": "time",
+                                            "train.save_every": 1000})
+    toktts("train", "--config", DEMO, *sets(first))
+    before = json.loads((legs / "checkpoints" / "step-00000002" / "trainer_state.json").read_text())["minutes"]
+    toktts("train", "--config", DEMO, *sets(first), "--set", "train.max_steps=4", "--resume")
+    after = json.loads((legs / "checkpoints" / "step-00000004" / "trainer_state.json").read_text())["minutes"]
+    assert 0 < before < after
+    assert [h["step"] for h in _history(legs)] == [1, 2, 3, 4]
+
+
+def test_two_processes_stop_together_on_the_clock(corpus, tmp_path):
+    """Each process would stop on its own clock a step apart and wait forever for the other: they
+    follow the main process's."""
+    out = tmp_path / "ddp-clock"
+    overrides = tiny_overrides(corpus, out, **{"train.max_steps": 100000, "train.max_minutes": 0.003,
+                                               "train.schedule": "time", "train.batch_frames": 80,
+                                               "train.save_every": 100000})
+    toktts("prepare", "--config", DEMO, *sets(overrides))
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--dynamo_backend", "no", "-m", "toktts.cli", "train", "--config", DEMO,
+         *sets(overrides)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "max_minutes=0.003 reached" in proc.stderr
+    steps = [h["step"] for h in _history(out)]
+    assert steps and steps[-1] < 100000 and (out / "model.safetensors").is_file()
+
 
 def test_fine_tune_with_every_lever_then_guided_say(trained, tmp_path):
     """A model fine-tuned from `trained` on tokens of its own codec, with the "no text" memory,

@@ -40,8 +40,9 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
 
 def _backend_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default=None, choices=["auto", "torch", "onnx"],
-                   help="what runs the decoder steps: onnx (ONNX Runtime, ~3x faster at batch 1, the same tokens; "
-                        "the graph is exported once per model), torch, or auto (the default: onnx on a CPU in fp32)")
+                   help="what runs the decoder steps: onnx (ONNX Runtime: the same tokens, faster at batch 1; "
+                        "the step graph is exported once per model), torch, or auto (the default: onnx on a CPU "
+                        "in fp32 or int8 where toktts[onnx] is installed)")
 
 
 def _load_config(args):
@@ -146,7 +147,8 @@ def cmd_export(args) -> None:
     from toktts.voices import bundled_voice_dir
 
     if not onnx_decoder.available():
-        raise TokttsError("export onnx needs onnx, onnxruntime and onnxscript: pip install onnx onnxruntime onnxscript")
+        raise TokttsError("export onnx needs onnx, onnxruntime and onnxscript (pip install 'toktts[onnx]') and "
+                          "torch >= 2.6")
     model_dir = Path(_model_path(args) or bundled_voice_dir())
     model, _, _ = load_model_dir(model_dir, resolve_device("cpu"))
     name = onnx_decoder.graph_name(args.precision)
@@ -404,15 +406,16 @@ def build_parser() -> argparse.ArgumentParser:
     _backend_arg(p)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("export", help="export a voice's decoder step for ONNX Runtime (Piper-style deployment)")
+    p = sub.add_parser("export", help="export a voice's decoder step graph for ONNX Runtime into its directory")
     p.add_argument("format", choices=["onnx"], help="the format (onnx)")
     p.add_argument("--model", default=None, help="model directory (default: the bundled voice)")
     p.add_argument("--voice", default=None, help="a voice by name (see `toktts voices`) instead of --model")
     p.add_argument("--out", default=None,
-                   help="where to write the graph (default: decoder_step.onnx in the model directory, where "
-                        "synthesis finds it; elsewhere it is for other runtimes)")
+                   help="where to write the graph (default: decoder_step.onnx, or decoder_step-int8.onnx, in the "
+                        "model directory, where synthesis finds it instead of exporting on first use; the graph "
+                        "is the decoder's blocks only: embeddings, encoder and sampling stay in toktts)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
-                   help="int8: weights in int8, ~2x faster at batch 1 (used with --precision int8)")
+                   help="int8: weights in int8, faster at batch 1 (synthesis uses it with --precision int8)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("voices", help="list the voices: the bundled one and those in the voices folder")

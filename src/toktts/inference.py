@@ -64,7 +64,7 @@ class TTS:
 
     def _choose_backend(self, backend: str) -> str:
         """"torch" or "onnx" (ONNX Runtime runs the decoder step): `auto` is onnx on a CPU in fp32
-        or int8 where onnxruntime is installed -- in fp32 the same tokens as torch, faster
+        or int8 where `toktts[onnx]` is installed -- in fp32 the same tokens as torch, faster
         (benchmarks/RESULTS.md)."""
         from toktts import onnx_decoder
 
@@ -76,7 +76,8 @@ class TTS:
                 raise TokttsError(f"backend onnx runs fp32 or int8 on a CPU, not {self.precision} on {self.device}; "
                                   "use backend torch (--backend torch) or --precision fp32 on the CPU")
             if not onnx_decoder.available():
-                raise TokttsError("backend onnx needs onnxruntime and onnxscript: pip install onnxruntime onnxscript")
+                raise TokttsError("backend onnx needs onnx, onnxruntime and onnxscript (pip install 'toktts[onnx]') "
+                                  "and torch >= 2.6; or use --backend torch")
         if backend == "auto":
             return "onnx" if fits and onnx_decoder.available() else "torch"
         return backend
@@ -94,10 +95,10 @@ class TTS:
                 decoder = self.float_model.decoder  # embeds the inputs and the memory's keys in fp32
                 path = onnx_decoder.find_or_export(decoder, self.model_dir, self.precision)
                 self._onnx = onnx_decoder.OnnxDecoder(decoder, path, self.threads)
-            except Exception as e:
+            except TokttsError as e:  # the export's and ONNX Runtime's failures, as one line
                 if self._asked_backend == "onnx":
-                    raise TokttsError(f"backend onnx: could not make the decoder step's graph ({e})") from None
-                log.warning("ONNX Runtime unavailable for this model (%s); synthesis runs in PyTorch", e)
+                    raise
+                log.warning("%s; synthesis runs in PyTorch", e)
                 self.backend = "torch"
                 return None
         return self._onnx
@@ -110,7 +111,7 @@ class TTS:
         """Load a model directory, a Hub repo id (`user/name`), or the bundled voice (no path).
         `threads`: CPU threads for synthesis (default on CPU: 1, the fastest where anything else
         runs; see __init__). `backend`: what runs the decoder steps, "torch", "onnx" (ONNX
-        Runtime) or "auto" (the default: onnx on a CPU in fp32 where it is installed)."""
+        Runtime) or "auto" (the default: onnx on a CPU in fp32 or int8 where it is installed)."""
         if path is None:
             path = bundled_voice_dir()
             if not (path / "config.json").is_file():

@@ -204,17 +204,20 @@ class Decoder(nn.Module):
 
     def start(self, memory: torch.Tensor, text_mask: torch.Tensor, max_steps: int) -> DecoderCache:
         B = memory.shape[0]
-        cache = DecoderCache([], [], [], [], text_mask[:, None, None, :])
+        cross_k, cross_v = self.memory_keys_values(memory)
+        cache = DecoderCache([], [], cross_k, cross_v, text_mask[:, None, None, :])
         for blk in self.blocks:
             attn = blk.self_attn
-            dh = attn.q.out_features // attn.heads
-            shape = (B, attn.heads, max_steps, dh)
+            shape = (B, attn.heads, max_steps, attn.q.out_features // attn.heads)
             cache.self_k.append(memory.new_zeros(shape))
             cache.self_v.append(memory.new_zeros(shape))
-            k, v = blk.cross_attn.keys_values(memory)
-            cache.cross_k.append(k)
-            cache.cross_v.append(v)
         return cache
+
+    def memory_keys_values(self, memory: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every layer's cross-attention keys and values of the memory (B, H, L, D/H), made once
+        per text."""
+        pairs = [blk.cross_attn.keys_values(memory) for blk in self.blocks]
+        return [k for k, _ in pairs], [v for _, v in pairs]
 
     def step(
         self, tokens: torch.Tensor, cache: DecoderCache, pos: int, need_weights: bool = False, generator=None
@@ -242,7 +245,8 @@ class Decoder(nn.Module):
         """The blocks of one step: x (B, 1, D) embedded input -> (B, 1, D) states. `remember(i, k,
         v)` keeps layer i's keys and values of this step (B, H, 1, D/H) and returns those of every
         step so far; cross_k/cross_v[i] are layer i's of the memory. The same code runs eagerly
-        and, traced, as the ONNX graph of `toktts.onnx_decoder`."""
+        and, traced, as the ONNX graph of `toktts.onnx_decoder` (whose cached graphs are keyed by
+        this code's source: a change here makes them export again)."""
         weights = []
         for i, blk in enumerate(self.blocks):
             h = blk.norm1(x)

@@ -269,7 +269,10 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
     if resumed is not None:
         checkpoint, state = resumed
         step = state["step"]
-        minutes_before = state.get("minutes", 0.0)  # checkpoints before train.schedule: unknown, 0
+        minutes_before = state.get("minutes", 0.0)
+        if "minutes" not in state and t.schedule == "time" and accelerator.is_main_process:
+            log.warning("%s does not say how long the run has trained (it predates train.schedule); "
+                        "train.schedule=time counts from 0 minutes here", checkpoint)
         if accelerator.is_main_process:
             log.info("resumed from %s (step %d)", checkpoint, step)
     if accelerator.is_main_process:
@@ -304,7 +307,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
     # `with` ends the bar's line even when an error stops training: the error gets a line of its own
     with tqdm(total=bar_total, initial=min(bar_done, bar_total), desc="train", unit="s" if timed else "it",
               disable=not show_bar) as bar:
-        spent_before = t.schedule == "time" and t.max_minutes > 0 and minutes_before >= t.max_minutes
+        spent_before = timed and minutes_before >= t.max_minutes
         if spent_before and accelerator.is_main_process:
             log.info("step %d: the run has had its train.max_minutes=%s (schedule=time); nothing to train",
                      step, t.max_minutes)
@@ -336,10 +339,13 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
                 elapsed = time.monotonic() - window_start
                 record["frames_per_s"] = frames_seen / max(elapsed, 1e-9)
                 frames_seen, window_start = 0, time.monotonic()
-            if val_set and t.eval_every > 0 and (step % t.eval_every == 0 or step == t.max_steps):
+            minutes = clock.total()
+            # schedule=time: max_minutes of training in all; otherwise of this leg
+            out_of_time = t.max_minutes > 0 and (minutes if timed else minutes - minutes_before) >= t.max_minutes
+            last = step == t.max_steps or out_of_time
+            if val_set and t.eval_every > 0 and (step % t.eval_every == 0 or last):
                 if accelerator.is_main_process:
                     record.update(evaluate(unwrap(model), val_set, cfg, device, accelerator))
-            minutes = clock.total()
             if accelerator.is_main_process:
                 with _writing(history_path), history_path.open("a") as f:
                     f.write(json.dumps(record) + "\n")
@@ -347,10 +353,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
                                 guide=f"{record['guide']:.3f}")
                 bar.update(min(round(minutes * 60), bar_total) - bar.n if timed else 1)
             accelerator.log(record, step=step)
-            # schedule=time: max_minutes of training in all; otherwise of this leg
-            spent = minutes if t.schedule == "time" else minutes - minutes_before
-            out_of_time = t.max_minutes > 0 and spent >= t.max_minutes
-            if step % t.save_every == 0 or step == t.max_steps or out_of_time:
+            if step % t.save_every == 0 or last:
                 save(step, minutes)
             if out_of_time:
                 if accelerator.is_main_process:
