@@ -103,12 +103,16 @@ def synth_section(cfg, seconds_list: list[float], runs: int, warmup: int) -> tup
     for seconds in seconds_list:
         log(f"synthesis: {seconds:g} s")
         assert frame_rate == old_baseline.FRAME_RATE
-        sample = SynthBench(cfg, seconds, precision="fp32", codec=encodec)
+        sample = SynthBench(cfg, seconds, precision="fp32", codec=encodec)  # backend auto: ONNX Runtime on CPU
         greedy = SynthBench(cfg, seconds, precision="fp32", temperature=0.0, codec=encodec)
+        eager = SynthBench(cfg, seconds, precision="fp32", temperature=0.0, codec=encodec, backend="torch")
+        int8 = SynthBench(cfg, seconds, precision="int8", temperature=0.0, codec=encodec)
         last: dict[str, Any] = {}
         benches = {
             "toktts fp32 sample": _generate(sample, last),
             "toktts fp32 greedy": _generate(greedy, {}),
+            "toktts fp32 greedy torch": _generate(eager, {}),
+            "toktts int8 greedy": _generate(int8, {}),
             "baseline greedy": _baseline_generate(base, seconds, beams=1, sample=False),
             "baseline beam-4 sample": _baseline_generate(base, seconds, beams=4, sample=True),
         }
@@ -122,6 +126,7 @@ def synth_section(cfg, seconds_list: list[float], runs: int, warmup: int) -> tup
         out.update(rounds(decoders, runs, 1))
         res[seconds] = out
         info[seconds] = {
+            "backends": {"sample": sample.tts.backend, "int8": int8.tts.backend, "eager": eager.tts.backend},
             "frames": sample.frames, "decoder_steps": sample.decoder_steps, "seconds_audio": sample.seconds_audio,
             "baseline_tokens": round(seconds * frame_rate) * old_baseline.N_CODEBOOKS + 1,
         }
@@ -145,16 +150,18 @@ def _decode(tts: TTS, out: dict) -> Callable[[], tuple[float, float]]:
 
 
 def precision_threads_section(cfg, seconds: float, runs: int) -> dict:
-    """Batch-1 decoding in fp32 and bf16 on 1 and 2 intra-op threads (toktts only, short)."""
+    """Batch-1 decoding in fp32, int8 and bf16 on 1 and 2 threads (toktts only, short); each
+    precision on the backend `auto` gives it (ONNX Runtime for fp32 and int8 on a CPU)."""
     log(f"decode precision/threads check: {seconds:g} s")
     out = {}
     encodec = build_bench_codec(load_config([CONFIG]))
     old = torch.get_num_threads()
     for n in (1, 2):
         torch.set_num_threads(n)
-        for p in ("fp32", "bf16"):
+        for p in ("fp32", "int8", "bf16"):
             bench = SynthBench(cfg, seconds, precision=p, codec=encodec)
-            res = rounds({f"{p}, {n} thread(s)": _generate(bench, {})}, runs, 1)
+            bench.tts.threads = n  # the facade runs on one thread unless told otherwise
+            res = rounds({f"{p} ({bench.tts.backend}), {n} thread(s)": _generate(bench, {})}, runs, 1)
             for k, v in res.items():
                 out[k] = {**v, "ms_per_step": 1000 * v["wall"] / bench.decoder_steps}
     torch.set_num_threads(old)
@@ -285,8 +292,12 @@ def render(args, m0, m1, train, synth, prec, enc, profiles) -> str:
         bg, bb = res["baseline greedy"], res["baseline beam-4 sample"]
         mel, enc_d = res["mel decode"], res["encodec decode"]
         steps = f"{info['decoder_steps']} steps vs {info['baseline_tokens']}"
+        backends = info["backends"]
         rows = [
-            (f"{seconds:g} s: tokens, greedy ({steps})", tg, bg),
+            (f"{seconds:g} s: tokens, greedy ({steps}; toktts on {backends['sample']})", tg, bg),
+            (f"{seconds:g} s: tokens, greedy, toktts on {backends['eager']} (the eager step)",
+             res["toktts fp32 greedy torch"], bg),
+            (f"{seconds:g} s: tokens, greedy, toktts int8 on {backends['int8']}", res["toktts int8 greedy"], bg),
             (f"{seconds:g} s: tokens, toktts sampling vs baseline beam-4 sampling", ts, bb),
         ]
         for name, a, b in rows:
@@ -308,8 +319,10 @@ def render(args, m0, m1, train, synth, prec, enc, profiles) -> str:
     enc_best = max(enc["res"]["one at a time"][key] / v[key] for n, v in enc["res"].items() if n != "one at a time")
     checks = [
         ("training frames/s >= 15x baseline (best precision of each)", best_b / best_t, 15, "x"),
-        (f"{first:g} s synthesis, tokens: >= 15x faster than baseline greedy",
+        (f"{first:g} s synthesis, tokens: >= 15x faster than baseline greedy (fp32)",
          r2["baseline greedy"][key] / r2["toktts fp32 greedy"][key], 15, "x"),
+        (f"{first:g} s synthesis, tokens: >= 15x faster than baseline greedy (best precision of each)",
+         r2["baseline greedy"][key] / min(r2["toktts fp32 greedy"][key], r2["toktts int8 greedy"][key]), 15, "x"),
         (f"{first:g} s synthesis, tokens: model RTF <= 0.03 (sampling)",
          r2["toktts fp32 sample"][key] / audio2, 0.03, "rtf"),
         (f"{first:g} s synthesis with mel decoding: RTF <= 0.1",
@@ -373,8 +386,8 @@ def main() -> None:
          profile_train_step(cfg, row_limit=15, batch_size=args.batch_size, seconds=2.0, precision="bf16")),
         (f"One toktts training step (fp32, batch {args.batch_size} x 2 s)",
          profile_train_step(cfg, row_limit=10, batch_size=args.batch_size, seconds=2.0, precision="fp32")),
-        (f"toktts token generation of {seconds_list[0]:g} s (fp32, batch 1, sampling)",
-         profile_synth(cfg, seconds=seconds_list[0], row_limit=15, precision="fp32")),
+        (f"toktts token generation of {seconds_list[0]:g} s (fp32, batch 1, sampling, the eager step: --backend torch)",
+         profile_synth(cfg, seconds=seconds_list[0], row_limit=15, precision="fp32", backend="torch")),
     ]
     m1 = machine()
     text = render(
