@@ -48,6 +48,17 @@ def test_same_tokens_as_the_eager_decoder(options):
         assert torch.equal(a["tokens"], b["tokens"]) and torch.equal(a["frames"], b["frames"])
 
 
+def test_large_batches_run_eagerly_with_the_same_tokens():
+    """Past ONNX_MAX_ROWS rows the graph is slower than the eager step (benchmarks/RESULTS.md)."""
+    from toktts.inference import ONNX_MAX_ROWS
+
+    eager, fast = twins()
+    texts = [f"Sentence number {i}." for i in range(ONNX_MAX_ROWS)]  # guided: twice the rows
+    _, a = eager.generate_tokens(texts, seed=list(range(len(texts))))
+    _, b = fast.generate_tokens(texts, seed=list(range(len(texts))))
+    assert torch.equal(a["tokens"], b["tokens"]) and fast._onnx is None  # no graph was needed
+
+
 def test_input_dropout_draws_its_masks_from_the_same_generators():
     eager, fast = twins(input_dropout=0.3)
     _, a = eager.generate_tokens(TEXTS, seed=[5, 6])

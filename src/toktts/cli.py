@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import signal
 import sys
@@ -85,7 +86,8 @@ def cmd_train(args) -> None:
 
     cfg = _load_config(args)
     out = train(cfg, resume=args.resume)
-    print(f"model saved to {out}")
+    if os.environ.get("RANK", "0") == "0":  # once, not once per data-parallel process
+        print(f"model saved to {out}")
 
 
 def _read_text(args) -> str:

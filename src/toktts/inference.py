@@ -63,9 +63,9 @@ class TTS:
         self._onnx: Any = None  # the OnnxDecoder, made on first use
 
     def _choose_backend(self, backend: str) -> str:
-        """"torch" or "onnx" (ONNX Runtime runs the decoder step): `auto` is onnx on a CPU in fp32
-        or int8 where `toktts[onnx]` is installed -- in fp32 the same tokens as torch, faster
-        (benchmarks/RESULTS.md)."""
+        """"torch" or "onnx" (ONNX Runtime runs the decoder steps of batches of up to
+        ONNX_MAX_ROWS rows, where it is faster): `auto` is onnx on a CPU in fp32 or int8 where
+        `toktts[onnx]` is installed -- in fp32 the same tokens as torch (benchmarks/RESULTS.md)."""
         from toktts import onnx_decoder
 
         if backend not in BACKENDS:
@@ -288,8 +288,10 @@ class TTS:
         else:
             generator = None if seed is None or isinstance(seed, (list, tuple)) else torch.Generator(self.device).manual_seed(int(seed))
         args = (text, lengths, limits.to(self.device))
+        rows = len(texts) * (2 if g.cfg_scale != 1.0 else 1)  # a guided batch has a row without the text
         kwargs = dict(temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, generator=generator,
-                      need_weights=need_weights, cfg_scale=g.cfg_scale, decoder=self._step_decoder())
+                      need_weights=need_weights, cfg_scale=g.cfg_scale,
+                      decoder=self._step_decoder() if rows <= ONNX_MAX_ROWS else None)
         if steps:
             return spoken, self._steps(args, kwargs)
         with autocast(self.device, self.precision), num_threads(self.threads):
@@ -337,6 +339,12 @@ class TTS:
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 BACKENDS = ("auto", "torch", "onnx")
+# The ONNX step graph gathers each layer's past into one block every step, which eager PyTorch's
+# attention over cache slices does not; past a few rows that costs more than the dispatch it saves.
+# The bundled voice's size, one thread, ms a step torch / onnx: 1 text guided (2 rows) 7.3 / 4.6,
+# 2 texts 8.0 / 5.9, 4 texts 10.1 / 10.7, 8 texts 18.6 / 26.4. Larger batches run eagerly: in
+# fp32 the same tokens either way.
+ONNX_MAX_ROWS = 4
 
 
 def quantized(model: TokTTS) -> TokTTS:
