@@ -311,8 +311,9 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
         if spent_before and accelerator.is_main_process:
             log.info("step %d: the run has had its train.max_minutes=%s (schedule=time); nothing to train",
                      step, t.max_minutes)
+        minutes = clock.total()  # then once a step, after it: the next step's lr reads the same count
         while step < t.max_steps and not spent_before:
-            lr = lr_at(step, cfg, clock.total())
+            lr = lr_at(step, cfg, minutes)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             stats = []
