@@ -35,8 +35,8 @@ def test_forward_shapes_and_loss(layout):
     assert len(weights) == 2 and weights[0].shape == (B, 2, S, text.shape[1])  # (B, H, S, L)
     # attention never lands on padded characters
     assert weights[0][1, :, :, text_lengths[1]:].abs().max() == 0
-    loss, per_stream, acc = model.loss(logits, tokens)
-    assert per_stream.shape == (N,) and acc.shape == (N,)
+    loss, per_stream = model.loss(logits, tokens)
+    assert per_stream.shape == (N,)
     # an untrained model is close to uniform over the vocabulary
     assert abs(loss.item() - torch.log(torch.tensor(float(model.layout.vocab_size))).item()) < 0.5
 
@@ -233,12 +233,28 @@ def test_bf16_autocast_close_to_fp32():
     assert (low.float() - ref).abs().max() < 0.1
 
 
+def test_accuracy_counts_first_ranked_targets_and_skips_padding():
+    model = tiny()
+    _, _, tokens = batch(model)  # (B, N, S)
+    B, N, S = tokens.shape
+    V, pad = model.layout.vocab_size, model.layout.pad_id
+    target = tokens.transpose(1, 2)  # (B, S, N)
+    logits = torch.nn.functional.one_hot(target, V).float()  # every target ranked first
+    assert torch.equal(TokTTS.accuracy(logits, tokens, pad), torch.ones(N))
+    # stream 0 wrong on every step that is not padding: 0 there, stream 1 untouched
+    wrong = logits.clone()
+    wrong[:, :, 0] = torch.nn.functional.one_hot((target[:, :, 0] + 1) % V, V).float()
+    acc = TokTTS.accuracy(wrong, tokens, pad)
+    assert acc[0] == 0 and acc[1] == 1
+    assert (target == pad).any()  # the batch has padding, which must not count as right or wrong
+
+
 def test_codebook_weights_weigh_the_streams():
     model = tiny()
     text, text_lengths, tokens = batch(model)
     logits, _ = model(text, text_lengths, tokens)
-    plain, per_stream, _ = model.loss(logits, tokens)
-    weighted, _, _ = model.loss(logits, tokens, [3.0, 1.0])
+    plain, per_stream = model.loss(logits, tokens)
+    weighted, _ = model.loss(logits, tokens, [3.0, 1.0])
     assert torch.allclose(plain, per_stream.mean())
     assert torch.allclose(weighted, (3 * per_stream[0] + per_stream[1]) / 4)
     # a zero weight takes a stream out of the gradient

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,6 +136,29 @@ def test_resume_after_sigkill_follows_the_same_curve(corpus, tmp_path):
     resumed = [h["loss"] for h in _history(out)]
     assert len(resumed) == 24
     np.testing.assert_allclose(resumed, reference, rtol=1e-4)
+
+
+def test_train_from_a_token_cache_carried_without_the_corpus(trained, tmp_path):
+    """data.tokens: the cache that prepare made, copied to another machine (here: folder) where
+    neither the corpus nor its audio is, is all that training needs."""
+    from toktts.data import cache_dir
+
+    _, overrides = trained
+    carried = tmp_path / "tokens"
+    shutil.copytree(cache_dir(load_config([DEMO], overrides)), carried)
+    out = tmp_path / "run"
+    here = [o for o in overrides if not o.startswith(("data.corpus=", "data.cache_dir=", "train.output_dir="))]
+    here += [f"data.tokens={carried}", "data.corpus=", f"train.output_dir={out}", "train.max_steps=2",
+             "train.save_every=2", "train.eval_every=2"]
+    toktts("train", "--config", DEMO, *sets(here))
+    assert (out / "model.safetensors").is_file() and (out / "codec.safetensors").is_file()
+    # tokens of another codec are refused before any work, naming the setting
+    proc = toktts("train", "--config", DEMO, *sets(here), "--set", "codec.codebook_size=64",
+                  "--set", f"train.output_dir={tmp_path / 'other'}", check=False)
+    assert proc.returncode == 2 and "codec.codebook_size=32" in proc.stderr and "Traceback" not in proc.stderr
+    proc = toktts("train", "--config", DEMO, *sets(here), "--set", f"data.tokens={tmp_path}",
+                  "--set", f"train.output_dir={tmp_path / 'other'}", check=False)
+    assert proc.returncode == 2 and "not a complete token cache" in proc.stderr
 
 
 def test_corrupt_latest_checkpoint_is_a_clear_error(corpus, tmp_path):

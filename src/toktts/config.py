@@ -44,6 +44,9 @@ class DataConfig:
 
     corpus: str = ""  # an LJSpeech-layout directory: metadata.csv + wavs/
     cache_dir: str = ""  # default: <corpus>/.toktts-cache
+    # A token cache directory made by `prepare` (<cache_dir>/<key>), e.g. copied to a GPU machine
+    # without the audio: training reads it and neither the corpus nor the key.
+    tokens: str = ""
     normalize: bool = True  # run toktts.text.normalize on the transcripts
     val_size: int = 100  # utterances held out for validation (seeded split; at most 10% of the corpus) ...
     val_ids: str = ""  # ... or a file of ids (one per line, `id|text` is fine) to hold out instead

@@ -94,7 +94,10 @@ def _codec_from(cfg: Config) -> Path | None:
 
 
 def cache_dir(cfg: Config) -> Path:
-    """Where `prepare` puts (or found) the token cache for this config."""
+    """Where `prepare` puts (or found) the token cache for this config: data.tokens when it is
+    set (checked against the config's codec), else <cache_dir>/<key> of the corpus."""
+    if cfg.data.tokens:
+        return _given_tokens(cfg)
     corpus = Path(cfg.data.corpus)
     if not cfg.data.corpus:
         raise TokttsError("no corpus given; set data.corpus (e.g. --set data.corpus=/path/to/corpus)")
@@ -102,6 +105,21 @@ def cache_dir(cfg: Config) -> Path:
     if not (corpus / "metadata.csv").is_file():
         read_corpus(corpus)  # raises the corpus module's clear error
     return root / _cache_key(cfg, corpus)
+
+
+def _given_tokens(cfg: Config) -> Path:
+    """data.tokens, if it is a complete token cache made with the config's codec settings."""
+    root = Path(cfg.data.tokens)
+    manifest = root / "manifest.json"
+    if not manifest.is_file():
+        raise TokttsError(f"data.tokens {cfg.data.tokens!r} is not a complete token cache (no manifest.json); "
+                          "give a directory that `toktts prepare` made (<corpus>/.toktts-cache/<key>)")
+    theirs = json.loads(manifest.read_text())["codec"]
+    for key, ours in asdict(cfg.codec).items():
+        if key != "griffin_lim_iters" and theirs.get(key) != ours:
+            raise TokttsError(f"data.tokens {cfg.data.tokens!r} was made with codec.{key}={theirs.get(key)!r}, "
+                              f"this config has {ours!r}; use the config that prepared it")
+    return root
 
 
 def _split(cfg: Config, items: list[Item]) -> tuple[list[Item], list[Item]]:

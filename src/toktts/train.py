@@ -138,7 +138,7 @@ def train_step(model, batch: dict, cfg: Config, accelerator: Accelerator) -> Ste
             batch["text"], batch["text_lengths"], batch["tokens"], attn_layers=guided, input_noise=t.input_noise,
             inputs=inputs, drop_text=drop_text,
         )
-        ce, _, _ = core.loss(logits, batch["tokens"], t.codebook_weights or None)
+        ce, _ = core.loss(logits, batch["tokens"], t.codebook_weights or None)
         loss = ce
         guide = torch.zeros(())
         steps = core.layout.n_steps(batch["frames"])  # (B,) decoder steps, EOS included
@@ -170,7 +170,8 @@ def evaluate(model: TokTTS, dataset: TokenDataset, cfg: Config, device, accelera
         batch = {k: v.to(device) for k, v in collate(dataset, indices, model.layout).items()}
         with accelerator.autocast():
             logits, _ = model(batch["text"], batch["text_lengths"], batch["tokens"])
-            loss, _, acc = model.loss(logits, batch["tokens"])
+            loss, _ = model.loss(logits, batch["tokens"])
+            acc = model.accuracy(logits, batch["tokens"], model.layout.pad_id)
         losses.append(loss.item())
         accs.append(acc.float().cpu())
         weights.append(len(indices))
