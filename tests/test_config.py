@@ -104,6 +104,7 @@ def test_list_values_from_yaml_and_set(tmp_path):
     ("train.lr=.nan", "train.lr must be"),
     ("train.max_steps=-5", "train.max_steps must be >= 1"),
     ("model.enc_heads=3", r"model.enc_dim \(256\) must be a multiple of model.enc_heads \(3\)"),
+    ("model.enc_conv_kernel=4", r"model.enc_conv_kernel \(4\) must be odd"),
     ("train.report_to=bogus", "train.report_to must be one of 'none'"),
     ("generate.temperature=1e-45", "generate.temperature must be 0 or from 0.001"),
     ("generate.seed=100000000000000000000000", "generate.seed must be from 0 to 18446744073709551615"),

@@ -41,6 +41,26 @@ def test_forward_shapes_and_loss(layout):
     assert abs(loss.item() - torch.log(torch.tensor(float(model.layout.vocab_size))).item()) < 0.5
 
 
+def test_conv_prenet_starts_as_identity_learns_and_ignores_padding():
+    model = tiny(enc_conv_layers=2, enc_conv_kernel=3)
+    text, text_lengths, _ = batch(model)
+    mask = torch.arange(text.shape[1])[None] < text_lengths[:, None]
+    with torch.no_grad():
+        out = model.encoder(text, mask)
+        prenet, model.encoder.prenet = model.encoder.prenet, None
+        assert torch.equal(out, model.encoder(text, mask))  # zero convolutions: the identity
+        model.encoder.prenet = prenet
+        for conv in prenet.convs:
+            conv.weight.normal_(std=0.3)
+        changed = model.encoder(text, mask)
+        assert (changed - out).abs().max() > 1e-3
+        # more padding after the text changes nothing for the real characters
+        longer = torch.cat([text, torch.zeros(text.shape[0], 3, dtype=text.dtype)], 1)
+        longer_mask = torch.cat([mask, torch.zeros(mask.shape[0], 3, dtype=torch.bool)], 1)
+        padded = model.encoder(longer, longer_mask)
+    assert torch.allclose(padded[:, : text.shape[1]][mask], changed[mask], atol=1e-5)
+
+
 @pytest.mark.parametrize("layout", ["delay", "flatten"])
 def test_decoder_is_causal(layout):
     """The logits at step s get no gradient from decoder inputs after s."""

@@ -76,6 +76,10 @@ class ModelConfig:
     dec_heads: int = 4
     dec_dim: int = 256
     ff_mult: int = 4
+    # Residual 1-D convolutions over the character embeddings before the encoder's attention
+    # (Tacotron 2's and Transformer TTS's prenet): local context for spelling-to-sound. 0 = none.
+    enc_conv_layers: int = 0
+    enc_conv_kernel: int = 5
     dropout: float = 0.1
     # Dropout on the decoder's audio input, kept on at generation (Tacotron's prenet): a noisy
     # past makes the decoder read the text for what comes next.
@@ -333,6 +337,8 @@ RULES: dict[str, Rule] = {
     "model.dec_heads": Rule(1, 256),
     "model.dec_dim": Rule(1, 65536),
     "model.ff_mult": Rule(1, 64),
+    "model.enc_conv_layers": Rule(0, 32),
+    "model.enc_conv_kernel": Rule(1, 31),
     "model.dropout": _FRACTION,
     "model.input_dropout": _FRACTION,
     "model.text_vocab_size": _NATURAL,
@@ -450,6 +456,9 @@ def validate(cfg: "Config", sections: tuple[str, ...] | None = None) -> "Config"
         if dim % heads:
             raise BadValue(f"model.{side}_heads", f"config model.{side}_dim ({dim}) must be a multiple of "
                            f"model.{side}_heads ({heads}); change one of them")
+    if m.enc_conv_kernel % 2 == 0:
+        raise BadValue("model.enc_conv_kernel", f"config model.enc_conv_kernel ({m.enc_conv_kernel}) must be odd "
+                       "(centred on its character); use e.g. 5")
     if "train" in checked and t.codebook_weights:
         if m.layout != "delay":
             raise BadValue("train.codebook_weights", "config train.codebook_weights needs model.layout=delay "

@@ -104,11 +104,34 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
 
 
+class ConvPrenet(nn.Module):
+    """Residual 1-D convolutions over the characters, so that each sees its neighbours before
+    attention ("gh" in "though" and in "ghost"). Padding is zeroed before every convolution, so
+    a character's output does not depend on how much padding follows. Every convolution starts
+    at zero: the prenet starts as the identity and can be added to a trained model."""
+
+    def __init__(self, dim: int, layers: int, kernel: int):
+        super().__init__()
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
+        self.convs = nn.ModuleList(nn.Conv1d(dim, dim, kernel, padding=kernel // 2) for _ in range(layers))
+        for conv in self.convs:
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, D), (B, L) bool valid -> (B, L, D)."""
+        for norm, conv in zip(self.norms, self.convs):
+            h = norm(x).masked_fill(~mask[..., None], 0.0).transpose(1, 2)  # (B, D, L)
+            x = x + F.gelu(conv(h)).transpose(1, 2)
+        return x
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.embed = nn.Embedding(cfg.text_vocab_size, cfg.enc_dim, padding_idx=0)
         self.pos_scale = nn.Parameter(torch.ones(1))
+        self.prenet = ConvPrenet(cfg.enc_dim, cfg.enc_conv_layers, cfg.enc_conv_kernel) if cfg.enc_conv_layers else None
         self.blocks = nn.ModuleList(
             Block(cfg.enc_dim, cfg.enc_heads, cfg.ff_mult, cfg.dropout) for _ in range(cfg.enc_layers)
         )
@@ -120,6 +143,8 @@ class Encoder(nn.Module):
         B, L = text.shape
         x = self.embed(text) + self.pos_scale * sinusoids(L, self.embed.embedding_dim, device=text.device)
         x = self.drop(x)
+        if self.prenet is not None:
+            x = self.prenet(x, text_mask)
         mask = text_mask[:, None, None, :]  # (B, 1, 1, L): attend to real characters only
         for blk in self.blocks:
             h = blk.norm1(x)

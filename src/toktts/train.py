@@ -185,7 +185,7 @@ def evaluate(model: TokTTS, dataset: TokenDataset, cfg: Config, device, accelera
 
 def init_weights(model: TokTTS, directory: str) -> None:
     """Start from a model directory's weights (fine-tuning). Parts the new config adds (the
-    "no text" memory, the CTC head) keep their fresh initialisation; any other difference is an
+    "no text" memory, the CTC head, an encoder prenet) keep their fresh initialisation; any other difference is an
     error naming the first mismatching tensor."""
     source, _, _ = load_model_dir(directory)
     ours, theirs = model.state_dict(), source.state_dict()
