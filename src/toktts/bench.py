@@ -32,7 +32,7 @@ from toktts.devices import autocast, num_threads, resolve_device
 from toktts.inference import TTS
 from toktts.model import TokTTS
 from toktts.text import VOCAB
-from toktts.train import complete_model_config, train_step
+from toktts.train import complete_model_config, make_optimizer, train_step
 
 # LJSpeech reads ~15 characters per second of audio; a 2 s clip of the old `clip_seconds` mode
 # keeps its whole transcript, ~100 characters on average.
@@ -144,9 +144,7 @@ class TrainBench:
             raise TokttsError(f"precision must be bf16, fp16 or fp32, got {self.precision!r}")
         torch.manual_seed(t.seed)
         self.model = TokTTS(self.cfg.model).to(self.device).train()
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay, fused=False
-        )
+        self.optimizer = make_optimizer(self.model, t)
         self.batch_size, self.frames, self.text_chars = train_shape(self.cfg, batch_size, seconds, text_chars)
         self.batch = random_batch(
             self.cfg, self.batch_size, self.frames, self.text_chars, self.model.layout, self.device
