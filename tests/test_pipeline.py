@@ -149,7 +149,7 @@ def test_train_from_a_token_cache_carried_without_the_corpus(trained, tmp_path):
     shutil.copytree(cache_dir(load_config([DEMO], overrides)), carried)
     out = tmp_path / "run"
     here = [o for o in overrides if not o.startswith(("data.corpus=", "data.cache_dir=", "train.output_dir="))]
-    here += [f"data.tokens={carried}", "data.corpus=", f"train.output_dir={out}", "train.max_steps=2",
+    here += [f"data.tokens={carried}", f"data.corpus={tmp_path / 'not-here'}", f"train.output_dir={out}", "train.max_steps=2",
              "train.save_every=2", "train.eval_every=2"]
     toktts("train", "--config", DEMO, *sets(here))
     assert (out / "model.safetensors").is_file() and (out / "codec.safetensors").is_file()
@@ -158,6 +158,11 @@ def test_train_from_a_token_cache_carried_without_the_corpus(trained, tmp_path):
         cache_dir(load_config([DEMO], [*here, "codec.codebook_size=64"]))
     with pytest.raises(TokttsError, match="not a complete token cache"):
         cache_dir(load_config([DEMO], [*here, f"data.tokens={tmp_path}"]))
+    with pytest.raises(TokttsError, match="not made with the codec of data.codec_from"):
+        cache_dir(load_config([DEMO], [*here, f"data.codec_from={trained[0]}"]))  # its own fit, not the model's
+    (carried / "manifest.json").write_text("{")
+    with pytest.raises(TokttsError, match="manifest.json is unreadable"):
+        cache_dir(load_config([DEMO], here))
 
 
 def test_corrupt_latest_checkpoint_is_a_clear_error(corpus, tmp_path):

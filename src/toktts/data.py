@@ -108,17 +108,29 @@ def cache_dir(cfg: Config) -> Path:
 
 
 def _given_tokens(cfg: Config) -> Path:
-    """data.tokens, if it is a complete token cache made with the config's codec settings."""
-    root = Path(cfg.data.tokens)
-    manifest = root / "manifest.json"
-    if not manifest.is_file():
-        raise TokttsError(f"data.tokens {cfg.data.tokens!r} is not a complete token cache (no manifest.json); "
-                          "give a directory that `toktts prepare` made (<corpus>/.toktts-cache/<key>)")
-    theirs = json.loads(manifest.read_text())["codec"]
+    """data.tokens, if it is a complete token cache of this version made with the config's codec
+    (its settings, and the fitted codec of data.codec_from when that is set)."""
+    root, given = Path(cfg.data.tokens), cfg.data.tokens
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+        version, theirs = manifest["version"], manifest["codec"]
+    except FileNotFoundError:
+        raise TokttsError(f"data.tokens {given!r} is not a complete token cache (no manifest.json); "
+                          "give a directory that `toktts prepare` made (<corpus>/.toktts-cache/<key>)") from None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise TokttsError(f"data.tokens {given!r}: its manifest.json is unreadable; copy the cache again") from None
+    if version != CACHE_VERSION:
+        raise TokttsError(f"data.tokens {given!r} is a token cache of version {version}, this toktts reads "
+                          f"{CACHE_VERSION}; run `toktts prepare` again where the corpus is")
     for key, ours in asdict(cfg.codec).items():
         if key != "griffin_lim_iters" and theirs.get(key) != ours:
-            raise TokttsError(f"data.tokens {cfg.data.tokens!r} was made with codec.{key}={theirs.get(key)!r}, "
+            raise TokttsError(f"data.tokens {given!r} was made with codec.{key}={theirs.get(key)!r}, "
                               f"this config has {ours!r}; use the config that prepared it")
+    source = _codec_from(cfg)
+    fitted = root / "codec.safetensors"
+    if source is not None and (not fitted.is_file() or fitted.read_bytes() != source.read_bytes()):
+        raise TokttsError(f"data.tokens {given!r} was not made with the codec of data.codec_from "
+                          f"{cfg.data.codec_from!r}; prepare it with that config (configs/finetune.yaml)")
     return root
 
 
