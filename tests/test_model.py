@@ -260,11 +260,11 @@ def test_accuracy_counts_first_ranked_targets_and_skips_padding():
     V, pad = model.layout.vocab_size, model.layout.pad_id
     target = tokens.transpose(1, 2)  # (B, S, N)
     logits = torch.nn.functional.one_hot(target, V).float()  # every target ranked first
-    assert torch.equal(TokTTS.accuracy(logits, tokens, pad), torch.ones(N))
+    assert torch.equal(model.accuracy(logits, tokens), torch.ones(N))
     # stream 0 wrong on every step that is not padding: 0 there, stream 1 untouched
     wrong = logits.clone()
     wrong[:, :, 0] = torch.nn.functional.one_hot((target[:, :, 0] + 1) % V, V).float()
-    acc = TokTTS.accuracy(wrong, tokens, pad)
+    acc = model.accuracy(wrong, tokens)
     assert acc[0] == 0 and acc[1] == 1
     assert (target == pad).any()  # the batch has padding, which must not count as right or wrong
 

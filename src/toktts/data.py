@@ -72,12 +72,17 @@ def _cache_key(cfg: Config, corpus: Path) -> str:
         "version": CACHE_VERSION,
         "corpus": str(corpus.resolve()),
         "metadata": [stat.st_size, stat.st_mtime_ns],
-        "codec": {k: v for k, v in asdict(cfg.codec).items() if k != "griffin_lim_iters"},
+        "codec": _token_codec(cfg),
         "codec_from": _codec_from(cfg) and hashlib.sha1(_codec_from(cfg).read_bytes()).hexdigest(),
         "data": [d.normalize, d.val_size, d.val_ids, d.split_seed, d.clip_seconds, d.min_seconds,
                  d.max_seconds, d.max_text_chars, d.noise_copies, d.noise_snr_db],
     }
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _token_codec(cfg: Config) -> dict:
+    """The codec settings that change the tokens (Griffin-Lim's iterations only change decoding)."""
+    return {k: v for k, v in asdict(cfg.codec).items() if k != "griffin_lim_iters"}
 
 
 def _codec_from(cfg: Config) -> Path | None:
@@ -122,8 +127,8 @@ def _given_tokens(cfg: Config) -> Path:
     if version != CACHE_VERSION:
         raise TokttsError(f"data.tokens {given!r} is a token cache of version {version}, this toktts reads "
                           f"{CACHE_VERSION}; run `toktts prepare` again where the corpus is")
-    for key, ours in asdict(cfg.codec).items():
-        if key != "griffin_lim_iters" and theirs.get(key) != ours:
+    for key, ours in _token_codec(cfg).items():
+        if theirs.get(key) != ours:
             raise TokttsError(f"data.tokens {given!r} was made with codec.{key}={theirs.get(key)!r}, "
                               f"this config has {ours!r}; use the config that prepared it")
     source = _codec_from(cfg)

@@ -392,13 +392,12 @@ class TokTTS(nn.Module):
             loss = per_stream.mean()
         return loss, per_stream.detach()
 
-    @staticmethod
-    def accuracy(logits: torch.Tensor, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    def accuracy(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """(B, S, N, V) logits, (B, N, S) targets -> (N,) share of non-PAD targets ranked first.
         Apart from `loss`: an argmax over every logit is ~4% of a training step, and only the
         validation reports it."""
         target = tokens.transpose(1, 2)  # (B, S, N)
-        valid = target != pad_id
+        valid = target != self.layout.pad_id
         correct = (logits.argmax(-1) == target) & valid
         return correct.sum((0, 1)) / valid.sum((0, 1)).clamp(min=1)
 

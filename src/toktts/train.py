@@ -171,7 +171,7 @@ def evaluate(model: TokTTS, dataset: TokenDataset, cfg: Config, device, accelera
         with accelerator.autocast():
             logits, _ = model(batch["text"], batch["text_lengths"], batch["tokens"])
             loss, _ = model.loss(logits, batch["tokens"])
-            acc = model.accuracy(logits, batch["tokens"], model.layout.pad_id)
+            acc = model.accuracy(logits, batch["tokens"])
         losses.append(loss.item())
         accs.append(acc.float().cpu())
         weights.append(len(indices))
