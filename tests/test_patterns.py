@@ -124,3 +124,36 @@ def test_corrupt_with_a_replacement_takes_its_codes_and_keeps_specials():
     both = ~special & (other < lay.pad_id)
     assert torch.equal(mixed[both], other[both])
     assert torch.equal(lay.corrupt(tokens, 0.0, replacement=other), tokens)
+
+
+@pytest.mark.parametrize("name", ["delay", "flatten"])
+def test_near_noise_draws_each_code_from_its_own_neighbours(name):
+    from toktts.codecs import nearest_codes
+
+    K, C, T = 3, 16, 200
+    layout = Layout(name, K, C)
+    # codebook k's code c stands at (k + 1) * c on a line: its neighbours are c - 1 and c + 1
+    words = torch.arange(C, dtype=torch.float)[None, :, None] * torch.arange(1, K + 1)[:, None, None]
+    near = nearest_codes(words, 2)
+    assert near.shape == (K, C, 2)
+    assert sorted(near[1, 5].tolist()) == [4, 6] and near[2, 0].tolist() == [1, 2]
+    codes, lengths = random_codes(4, K, T, C, seed=3)
+    tokens = layout.tokens(codes, lengths)
+    is_code = tokens < layout.pad_id
+    torch.manual_seed(0)
+    noisy = layout.corrupt(tokens, 0.5, near=near)
+    assert torch.equal(noisy[~is_code], tokens[~is_code])
+    changed = is_code & (noisy != tokens)
+    assert 0.45 < changed[is_code].float().mean() < 0.55  # a neighbour is never the code itself
+    assert torch.equal(noisy[is_code] // C, tokens[is_code] // C)  # flatten: the codebook's id range
+    step = (noisy - tokens)[changed]
+    assert set(step.abs().tolist()) <= {1, 2}  # one or two codes away on the line, never further
+    if name == "delay":  # each stream is its codebook: the edges of the line bounce inwards
+        assert (step[tokens[changed] == 0] > 0).all()
+
+
+def test_nearest_codes_needs_fewer_than_the_codebook():
+    from toktts.codecs import nearest_codes
+
+    with pytest.raises(TokttsError, match="1 <= n < codebook size"):
+        nearest_codes(torch.zeros(2, 8, 3), 8)

@@ -302,7 +302,8 @@ def test_two_processes_stop_together_on_the_clock(corpus, tmp_path):
 
 def test_fine_tune_with_every_lever_then_guided_say(trained, tmp_path):
     """A model fine-tuned from `trained` on tokens of its own codec, with the "no text" memory,
-    CTC, self-sampling, codebook weights, input dropout and an encoder prenet; then spoken with
+    CTC, self-sampling, input noise of neighbouring codes, codebook weights, input dropout and an
+    encoder prenet; then spoken with
     guidance."""
     base, overrides = trained
     out = tmp_path / "tuned"
@@ -310,6 +311,7 @@ def test_fine_tune_with_every_lever_then_guided_say(trained, tmp_path):
         overrides_for(overrides, out),
         **{"data.codec_from": base, "train.init_from": base, "train.max_steps": 2, "train.text_dropout": 0.5,
            "train.ctc_weight": 0.5, "train.self_sampling": 0.5, "train.codebook_weights": "4,1,1,1",
+           "train.input_noise": 0.3, "train.input_noise_near": 8,
            "model.input_dropout": 0.2, "model.enc_conv_layers": 2, "generate.cfg_scale": 2.0},
     )
     new = [f"{k}={v}" for k, v in levers.items()]

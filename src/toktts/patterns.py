@@ -131,20 +131,34 @@ class Layout:
         return first if self.name == "delay" else first // self.n_codebooks
 
     def corrupt(
-        self, tokens: torch.Tensor, fraction: float, replacement: torch.Tensor | None = None
+        self,
+        tokens: torch.Tensor,
+        fraction: float,
+        replacement: torch.Tensor | None = None,
+        near: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Replace about `fraction` of the codes in (B, N, S) tokens by uniformly random codes
-        of the same codebook, or by the codes of `replacement` (B, N, S) at those places (special
-        ids are kept either way). Uses the global torch RNG."""
+        """Replace about `fraction` of the codes in (B, N, S) tokens by random codes of the same
+        codebook: uniformly, or one of the codes `near` (K, C, n) lists for the true one
+        (`nearest_codes`: codes that sound alike), or the codes of `replacement` (B, N, S) at those
+        places. Special ids are kept either way. Uses the global torch RNG."""
         C = self.codebook_size
         is_code = tokens < self.pad_id  # the special ids follow the codes
         hit = is_code & (torch.rand(tokens.shape, device=tokens.device) < fraction)
         if replacement is not None:
             hit = hit & (replacement < self.pad_id)
             return torch.where(hit, replacement, tokens)
-        # A code id is codebook * C + code in both layouts (the codebook is 0 for delay).
-        noise = tokens // C * C + torch.randint_like(tokens, C)
-        return torch.where(hit, noise, tokens)
+        # A code id is codebook * C + code in both layouts (the codebook is 0 for delay, whose
+        # stream is its codebook).
+        base = tokens // C * C
+        if near is None:
+            return torch.where(hit, base + torch.randint_like(tokens, C), tokens)
+        if self.name == "delay":
+            book = torch.arange(tokens.shape[1], device=tokens.device)[None, :, None].expand_as(tokens)
+        else:
+            book = (tokens // C).clamp(max=self.n_codebooks - 1)
+        code = torch.where(is_code, tokens % C, 0)
+        pick = torch.randint_like(tokens, near.shape[-1])
+        return torch.where(hit, base + near.to(tokens.device)[book, code, pick], tokens)
 
     # -- generation constraints -----------------------------------------------------------
 

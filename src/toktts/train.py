@@ -26,7 +26,7 @@ from tqdm import tqdm
 from toktts.checkpoint import (
     checkpoint_dirs, load_latest_checkpoint, load_model_dir, save_checkpoint, save_model_dir, unwrap,
 )
-from toktts.codecs import build_codec
+from toktts.codecs import build_codec, nearest_codes
 from toktts.config import Config, TrainConfig, validate
 from toktts.data import TokenDataset, bucket_batches, cache_dir, collate
 from toktts.errors import TokttsError
@@ -123,7 +123,11 @@ def own_samples(model: TokTTS, batch: dict, drop_text: torch.Tensor | None) -> t
     return model.decoder_inputs(sampled)
 
 
-def train_step(model, batch: dict, cfg: Config, accelerator: Accelerator) -> StepStats:
+def train_step(
+    model, batch: dict, cfg: Config, accelerator: Accelerator, near: torch.Tensor | None = None
+) -> StepStats:
+    """One forward and backward pass; `near` (K, C, n): the codes input noise draws from
+    (`nearest_codes`), None for uniform noise."""
     t = cfg.train
     core = unwrap(model)
     guided = t.guided_attn_layers if t.guided_attn_weight > 0 else 0
@@ -134,8 +138,14 @@ def train_step(model, batch: dict, cfg: Config, accelerator: Accelerator) -> Ste
         if t.self_sampling > 0:
             own = own_samples(core, batch, drop_text)
             inputs = core.layout.corrupt(core.decoder_inputs(batch["tokens"]), t.self_sampling, replacement=own)
+        noise = t.input_noise
+        if near is not None and noise > 0:
+            inputs = core.layout.corrupt(
+                core.decoder_inputs(batch["tokens"]) if inputs is None else inputs, noise, near=near
+            )
+            noise = 0.0
         logits, weights = model(
-            batch["text"], batch["text_lengths"], batch["tokens"], attn_layers=guided, input_noise=t.input_noise,
+            batch["text"], batch["text_lengths"], batch["tokens"], attn_layers=guided, input_noise=noise,
             inputs=inputs, drop_text=drop_text,
         )
         ce, _ = core.loss(logits, batch["tokens"], t.codebook_weights or None)
@@ -262,6 +272,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
             write_atomic(out_dir / "train_config.json", cfg.to_json())
 
     codec = build_codec(cfg.codec, root if cfg.codec.name == "mel" else None)
+    near = nearest_codes(codec.codewords(), t.input_noise_near).to(device) if t.input_noise_near else None
 
     torch.manual_seed(t.seed)
     model = TokTTS(cfg.model)
@@ -327,7 +338,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
                 torch.manual_seed(t.seed * 1_000_003 + (step * t.grad_accum + micro) * world + rank)
                 batch = {k: v.to(device) for k, v in collate(train_set, next(batches), layout).items()}
                 with accelerator.accumulate(model):
-                    stats.append(train_step(model, batch, cfg, accelerator))
+                    stats.append(train_step(model, batch, cfg, accelerator, near))
                     if accelerator.sync_gradients and t.grad_clip > 0:
                         accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
                     optimizer.step()

@@ -89,6 +89,16 @@ def test_bandwidth_picks_a_prefix_of_the_codebooks(codec2, codec8):
     assert torch.equal(codec2.encode(x, lengths)[0], codec8.encode(x, lengths)[0][:, :2])
 
 
+def test_codewords_are_what_the_decoder_reads(codec2):
+    """A frame's quantised latent is the sum of its codes' codewords, one per codebook."""
+    words = codec2.codewords()
+    assert words.shape == (2, 1024, codec2.model.config.codebook_dim)
+    assert (words[:, 0] != words[:, 1]).any(-1).all()  # codes differ (seeded random weights)
+    codes = torch.randint(0, 1024, (3, 2, 5), generator=torch.Generator().manual_seed(0))
+    latent = codec2.model.quantizer.decode(codes.transpose(0, 1))  # (B, D, T)
+    torch.testing.assert_close(latent.transpose(1, 2), words[0][codes[:, 0]] + words[1][codes[:, 1]])
+
+
 def test_invalid_n_codebooks():
     with pytest.raises(TokttsError, match=r"one of 2 \(1\.5 kbps\).*32 \(24 kbps\); got 3"):
         EncodecCodec(cfg(n_codebooks=3))

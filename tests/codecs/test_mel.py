@@ -68,7 +68,7 @@ def test_unfitted_codec_refuses(tmp_path):
     assert not codec.is_fitted
     x, lengths = batch(HELD_OUT)
     for call in (lambda: codec.encode(x, lengths), lambda: codec.decode(torch.zeros(1, 2, 5, dtype=torch.long)),
-                 lambda: codec.save(tmp_path)):
+                 lambda: codec.save(tmp_path), codec.codewords):
         with pytest.raises(TokttsError, match="not fitted.*toktts prepare"):
             call()
 
@@ -150,6 +150,15 @@ def test_second_codebook_refines_the_first():
     quant2, _, decoded2 = log_mel_error(two, HELD_OUT)
     assert quant2 < 0.9 * quant1  # measured 0.245 vs 0.294
     assert decoded2 < decoded1
+
+
+def test_codewords_are_what_codes_decode_to(codec):
+    words = codec.codewords()
+    assert words.shape == (codec.n_codebooks, codec.codebook_size, codec.dim)
+    codes = torch.randint(0, codec.codebook_size, (2, codec.n_codebooks, 7), generator=torch.Generator().manual_seed(0))
+    summed = sum(words[k][codes[:, k]] for k in range(codec.n_codebooks))  # (B, T, R*D)
+    expected = summed.reshape(2, 7 * codec.stack, -1) * codec.std + codec.mean
+    torch.testing.assert_close(codec.codes_to_log_mel(codes), expected)
 
 
 def test_fit_is_seeded():

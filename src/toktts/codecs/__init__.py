@@ -30,11 +30,27 @@ class Codec(Protocol):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, K, T) long codes -> (B, S) float waveforms, S = T * sample_rate / frame_rate."""
 
+    def codewords(self) -> torch.Tensor:
+        """(K, C, D) float: the vector each code of each codebook stands for (residual codebooks
+        hold residuals). Codes whose vectors are close sound alike."""
+
     def to(self, device: torch.device | str) -> "Codec": ...
 
     def save(self, directory: str | Path, dtype: torch.dtype | None = None) -> None:
         """Write whatever the codec needs to be rebuilt (nothing for pretrained codecs); `dtype`
         may store learned state smaller."""
+
+
+def nearest_codes(codewords: torch.Tensor, n: int) -> torch.Tensor:
+    """(K, C, D) codewords -> (K, C, n) long: each code's n nearest other codes of its codebook,
+    nearest first (Euclidean). The confusions a model that knows roughly what comes next makes."""
+    K, C, _ = codewords.shape
+    if not 1 <= n < C:
+        raise TokttsError(f"need 1 <= n < codebook size ({C}) nearest codes, got {n}")
+    x = codewords.float()
+    dist = torch.cdist(x, x)  # (K, C, C)
+    dist.diagonal(dim1=1, dim2=2).fill_(float("inf"))  # a code is not its own neighbour
+    return dist.topk(n, dim=-1, largest=False).indices
 
 
 def build_codec(cfg: CodecConfig, state_dir: str | Path | None = None) -> Codec:

@@ -111,6 +111,11 @@ class EncodecCodec:
         self.model.to(self.device)
         return self
 
+    def codewords(self) -> torch.Tensor:
+        """(K, C, D) the residual quantizer's codebooks at this bandwidth."""
+        layers = self.model.quantizer.layers[: self.n_codebooks]
+        return torch.stack([layer.codebook.embed.detach().float() for layer in layers])
+
     def save(self, directory: str | Path, dtype: torch.dtype | None = None) -> None:
         """Nothing to write: the codec is rebuilt from the config (model id, n_codebooks)."""
 

@@ -119,6 +119,10 @@ class MelCodec:
             )
         return self.codebooks
 
+    def codewords(self) -> torch.Tensor:
+        """(K, V, R*D) the codebooks, in normalised log-mel units."""
+        return self._require_fitted()
+
     def to(self, device: torch.device | str) -> MelCodec:
         self.device = torch.device(device)
         for name in ("_window", "_mel", "_mel_pinv", "mean", "std", "codebooks"):
