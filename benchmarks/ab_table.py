@@ -14,8 +14,9 @@ def row(path: Path) -> str:
     t, s = m["totals"], m["sampling"]
     arm = path.parent.parent.name if path.parent.name.startswith("eval") else path.parent.name
     guidance = f" cfg {s['cfg_scale']}" if s.get("cfg_scale", 1.0) != 1.0 else ""
+    chunks = f" chunks of {s['chunk_chars']}" if s.get("chunk_chars") else ""
     cells = [
-        f"{arm} ({path.parent.name}{guidance})", f"{t['cer_generated']:.1%}", f"{t['cer_teacher_forced']:.1%}",
+        f"{arm} ({path.parent.name}{guidance}{chunks})", f"{t['cer_generated']:.1%}", f"{t['cer_teacher_forced']:.1%}",
         f"{t['wer_generated']:.1%}", f"{t['runaways']}/{t['sentences']}", f"{t['duration_ratio_median']:.2f}",
         f"{t['rtf_generate']:.3f}", f"{t['cer_resynthesized']:.1%}", f"{t['cer_reference']:.1%}",
     ]

@@ -188,6 +188,32 @@ def test_ceilings_from_an_earlier_evaluation_are_reused(result, model, val_corpu
         evaluate(str(model_dir), str(other), out_dir=str(tmp_path / "x"), progress=False, ceilings_from=earlier)
 
 
+def test_chunked_evaluation_hears_what_say_would_say(result, model, val_corpus, tmp_path):
+    """With chunk_chars the generated clip is `TTS.synthesize`'s audio of the sentence (chunks
+    joined with pauses, no retries), sample for sample; the teacher-forced one stays whole."""
+    from toktts.inference import TTS
+
+    model_dir, _, _ = model
+    earlier = result["files"]["metrics"]
+    with one_thread():
+        chunked = evaluate(str(model_dir), str(val_corpus), out_dir=str(tmp_path / "chunked"), progress=False,
+                           limit=1, ceilings_from=earlier, chunk_chars=12)
+        row = chunked["sentences"][0]
+        tts = TTS.from_pretrained(str(model_dir))
+        tts.cfg.generate.chunk_chars = 12
+        said = tts.synthesize([row["text"]], retries=0, seed=0)[0]
+    assert len(said["chunks"]) > 1 and chunked["sampling"]["chunk_chars"] == 12
+    from toktts.audio import write_wav
+
+    write_wav(tmp_path / "said.wav", said["audio"], said["sampling_rate"])
+    assert (tmp_path / "chunked" / row["audio_generated"]).read_bytes() == (tmp_path / "said.wav").read_bytes()
+    whole = next(r for r in result["sentences"] if r["id"] == row["id"])
+    assert row["seconds_teacher_forced"] == whole["seconds_teacher_forced"]  # the recording's length
+    assert row["seconds_generated"] != whole["seconds_generated"]  # pauses, trimmed edges
+    with pytest.raises(TokttsError, match="chunk_chars must be at least 8 characters, got 3"):
+        evaluate(str(model_dir), str(val_corpus), out_dir=str(tmp_path / "x"), progress=False, chunk_chars=3)
+
+
 def _corpus_copy(src: Path, dst: Path, rows: list[str], val_ids: list[str] | None = None) -> Path:
     """A corpus of some rows (`id|text|text` lines) of another, sharing its wavs."""
     dst.mkdir()

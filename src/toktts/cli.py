@@ -254,6 +254,7 @@ def cmd_evaluate(args) -> None:
         seed=args.seed, batch_size=args.batch_size, device=args.device, asr_jobs=args.asr_jobs,
         sampling=dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg_scale),
         ceilings_from=args.ceilings_from, precision=args.precision, backend=args.backend,
+        chunk_chars=args.chunk_chars,
     )
     print(format_summary(metrics))
 
@@ -393,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ceilings-from", default=None, metavar="METRICS_JSON",
                    help="reuse the reference and resynthesis transcripts of an earlier evaluation of a model "
                         "with the same codec on the same corpus (A/B runs)")
+    p.add_argument("--chunk-chars", type=int, default=None, metavar="N",
+                   help="speak each sentence as `toktts say` does, cut into chunks of at most N characters "
+                        "joined with pauses (no retries); default: each sentence generated whole")
     _backend_arg(p)
     p.set_defaults(func=cmd_evaluate)
 

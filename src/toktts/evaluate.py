@@ -190,7 +190,7 @@ def _log_spectrogram(audio: np.ndarray) -> np.ndarray:
     return np.maximum(db, db.max() - 80)
 
 
-def _figure_png(audios: dict[str, np.ndarray], rate: int, attention: np.ndarray) -> bytes:
+def _figure_png(audios: dict[str, np.ndarray], rate: int, attention: np.ndarray | None) -> bytes:
     """Spectrograms of the recordings on one time axis, and the alignment."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
@@ -205,10 +205,14 @@ def _figure_png(audios: dict[str, np.ndarray], rate: int, attention: np.ndarray)
         ax.set_ylabel("kHz")
         ax.set_title(kind, fontsize=9, loc="left")
     axes[-2].set_xlabel("seconds")
-    axes[-1].imshow(attention, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
-    axes[-1].set_title("cross-attention, decoder layer 1, mean over heads", fontsize=9, loc="left")
-    axes[-1].set_xlabel("decoder step")
-    axes[-1].set_ylabel("character")
+    if attention is None:  # spoken in chunks: no one alignment for the sentence
+        axes[-1].set_axis_off()
+        axes[-1].set_title("cross-attention: not drawn (spoken in chunks)", fontsize=9, loc="left")
+    else:
+        axes[-1].imshow(attention, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
+        axes[-1].set_title("cross-attention, decoder layer 1, mean over heads", fontsize=9, loc="left")
+        axes[-1].set_xlabel("decoder step")
+        axes[-1].set_ylabel("character")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
@@ -260,11 +264,15 @@ def resynthesize_and_teacher_force(tts: TTS, refs: list[np.ndarray], spoken: lis
 
 
 def _synthesize_all(
-    tts: TTS, sentences: list[_Sentence], out: Path, seed: int, batch_size: int, progress: bool
+    tts: TTS, sentences: list[_Sentence], out: Path, seed: int, batch_size: int, progress: bool,
+    chunked: bool = False,
 ) -> dict[str, float]:
     """Generate, decode and resynthesize every sentence; write the wavs and the figures to `out`
-    (nothing stays in memory: a whole LJSpeech evaluates in flat memory).
-    Returns the seconds spent in token generation and in codec decoding."""
+    (nothing stays in memory: a whole LJSpeech evaluates in flat memory). `chunked`: each
+    sentence is spoken as `TTS.synthesize` speaks it (cut into chunks of the model's
+    generate.chunk_chars, joined with pauses), without retries.
+    Returns the seconds spent in token generation and in codec decoding (chunked: both in
+    "generate")."""
     from toktts.audio import load_audio, write_wav
     from toktts.text import VOCAB
 
@@ -279,27 +287,42 @@ def _synthesize_all(
         batch = order[start : start + batch_size]
         _sync(tts.device)
         t0 = time.perf_counter()
-        spoken, result = tts.generate_tokens([s.utt.normalized_text for s in batch], seed=seed, need_weights=True)
-        _sync(tts.device)
-        t1 = time.perf_counter()
-        generated = tts.decode(result["tokens"], result["frames"])
-        t2 = time.perf_counter()
+        texts = [s.utt.normalized_text for s in batch]
+        if chunked:
+            said = tts.synthesize(texts, retries=0, seed=seed)
+            _sync(tts.device)
+            t1 = t2 = time.perf_counter()
+            spoken = [tts.prepare_text(t) for t in texts]
+            generated = [r["audio"] for r in said]
+            frames = [r["frames"] for r in said]
+            stops = [r["stop_reason"] for r in said]
+            attention = None
+        else:
+            spoken, result = tts.generate_tokens(texts, seed=seed, need_weights=True)
+            _sync(tts.device)
+            t1 = time.perf_counter()
+            generated = tts.decode(result["tokens"], result["frames"])
+            t2 = time.perf_counter()
+            frames = result["frames"].tolist()
+            stops = ["eos" if stopped else "max_length" for stopped in result["stopped"].tolist()]
+            attention = result["attention"].float().mean(1).cpu().numpy()  # (B, S, L), mean over heads
         timing["generate"] += t1 - t0
         timing["decode"] += t2 - t1
 
         refs = [load_audio(s.utt.wav_path, rate) for s in batch]
         resynthesized, forced = resynthesize_and_teacher_force(tts, refs, spoken)
-        attention = result["attention"].float().mean(1).cpu().numpy()  # (B, S, L), mean over heads
         for b, s in enumerate(batch):
-            s.spoken, s.frames = spoken[b], int(result["frames"][b])
-            s.stop_reason = "eos" if bool(result["stopped"][b]) else "max_length"
+            s.spoken, s.frames, s.stop_reason = spoken[b], int(frames[b]), stops[b]
             audios = {"generated": generated[b].astype(np.float32), "teacher_forced": forced[b],
                       "resynthesized": resynthesized[b], "reference": refs[b]}
             for kind, audio in audios.items():
                 write_wav(out / "audio" / f"{s.utt.id}.{kind}.wav", audio, rate)
                 s.seconds[kind] = len(audio) / rate
-            steps = min(layout.n_steps(s.frames), attention.shape[1])
-            png = _figure_png(audios, rate, attention[b, :steps, : len(VOCAB.encode(s.spoken))].T)
+            if attention is None:
+                png = _figure_png(audios, rate, None)
+            else:
+                steps = min(layout.n_steps(s.frames), attention.shape[1])
+                png = _figure_png(audios, rate, attention[b, :steps, : len(VOCAB.encode(s.spoken))].T)
             (out / "figures" / f"{s.utt.id}.png").write_bytes(png)
         bar.update(len(batch))
     bar.close()
@@ -323,6 +346,7 @@ def evaluate(
     ceilings_from: str | None = None,
     precision: str | None = None,
     backend: str | None = None,
+    chunk_chars: int | None = None,
 ) -> dict:
     """Synthesize a corpus split, transcribe generated / teacher-forced / codec-resynthesized /
     reference audio with one ASR, and write `metrics.json`, `report.html`, `audio/` and `figures/` to `out_dir`.
@@ -334,7 +358,10 @@ def evaluate(
     the model's defaults (None values are ignored). ceilings_from: the metrics.json of an earlier
     evaluation on the same corpus, split and ASR with a model of the same codec, whose reference
     and resynthesis transcripts are reused instead of transcribed again (A/B runs of one voice
-    share them). precision, backend: as `TTS.from_pretrained`'s. Returns the metrics dict, plus the
+    share them). precision, backend: as `TTS.from_pretrained`'s. chunk_chars: speak each sentence
+    as `toktts say` does, cut into chunks of at most that many characters (at sentence ends, then
+    clause marks, then between words) joined with pauses, but without retries; None generates
+    each sentence whole (the teacher-forced audio is always whole). Returns the metrics dict, plus the
     paths it wrote under "files". Raises TokttsError on bad input (see the module docstring).
     """
     from toktts.devices import resolve_device
@@ -352,6 +379,10 @@ def evaluate(
     if unknown:
         raise TokttsError(f"unknown sampling setting(s) {sorted(unknown)}; use temperature, top_k, top_p, cfg_scale")
     tts.cfg.generate = replace(tts.cfg.generate, **overrides)
+    if chunk_chars is not None:
+        if chunk_chars < 8:
+            raise TokttsError(f"chunk_chars must be at least 8 characters, got {chunk_chars}")
+        tts.cfg.generate = replace(tts.cfg.generate, chunk_chars=chunk_chars)
     rows, rule = split_rows(corpus_dir, split, tts.cfg)
     skipped = {"missing_wav": 0, "nothing_to_say": 0}
     usable = []
@@ -377,7 +408,7 @@ def evaluate(
 
     sentences = [_Sentence(u) for u in usable]
     known = _ceiling_transcripts(ceilings_from, corpus_dir, split, engine.name, usable)
-    timing = _synthesize_all(tts, sentences, out, seed, batch_size, progress)
+    timing = _synthesize_all(tts, sentences, out, seed, batch_size, progress, chunked=chunk_chars is not None)
 
     # The reference is transcribed from the corpus file itself, not from its codec-rate copy.
     todo = [(s, kind) for s in sentences for kind in KINDS if (s.utt.id, kind) not in known]
@@ -392,7 +423,8 @@ def evaluate(
         "model": str(model_dir) if model_dir else "bundled voice", "corpus": str(corpus_dir), "split": split,
         "split_rule": rule, "asr": engine.name, "seed": seed, "batch_size": batch_size, "device": str(tts.device),
         "sampling": {k: getattr(tts.cfg.generate, k)
-                     for k in ("temperature", "top_k", "top_p", "cfg_scale", "max_seconds")},
+                     for k in ("temperature", "top_k", "top_p", "cfg_scale", "max_seconds")}
+                    | {"chunk_chars": chunk_chars},
         "skipped": skipped, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "ceilings_from": ceilings_from,
     })
