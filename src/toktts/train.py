@@ -272,7 +272,9 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
             write_atomic(out_dir / "train_config.json", cfg.to_json())
 
     codec = build_codec(cfg.codec, root if cfg.codec.name == "mel" else None)
-    near = nearest_codes(codec.codewords(), t.input_noise_near).to(device) if t.input_noise_near else None
+    near = None
+    if t.input_noise_near:
+        near = nearest_codes(codec.codewords(), min(t.input_noise_near, codec.codebook_size - 1)).to(device)
 
     torch.manual_seed(t.seed)
     model = TokTTS(cfg.model)
