@@ -20,7 +20,7 @@ def tiny_overrides(corpus: Path, out: Path, **extra) -> list[str]:
         "train.output_dir": out, "train.max_steps": 6, "train.batch_frames": 1500, "train.warmup_steps": 2,
         "train.eval_every": 3, "train.save_every": 3, "train.log_every": 1, "train.max_minutes": 0,
         "train.schedule": "steps",
-        "generate.max_seconds": 2.0,
+        "generate.max_seconds": 2.0, "generate.chunk_chars": 0,  # 0: from the training texts (tested)
     }
     settings.update(extra)
     return [f"{k}={v}" for k, v in settings.items()]
