@@ -118,6 +118,19 @@ def test_interrupted_prepare_resumes_from_finished_shards(corpus, tmp_path):
     assert len(TokenDataset(root, "train")) == 9
 
 
+def test_prepares_started_at_once_take_turns(corpus, tmp_path, caplog):
+    """Two trainings started on one corpus: the second prepare waits for the first and reuses
+    its cache (each writing the same shards would remove the other's half-written ones)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg = config(corpus, tmp_path / "cache")
+    with caplog.at_level(logging.WARNING, logger="toktts.data"), ThreadPoolExecutor(2) as pool:
+        roots = list(pool.map(lambda _: prepare(cfg, progress=False), range(2)))
+    assert roots[0] == roots[1]
+    assert len(TokenDataset(roots[0], "train")) == 9 and len(TokenDataset(roots[0], "val")) == 1
+    assert "another prepare is building the token cache" in caplog.text
+
+
 def test_changed_settings_make_a_new_cache(corpus, tmp_path):
     a = cache_dir(config(corpus, tmp_path / "cache"))
     b = cache_dir(config(corpus, tmp_path / "cache", "data.clip_seconds=1"))

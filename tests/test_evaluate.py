@@ -210,8 +210,11 @@ def test_chunked_evaluation_hears_what_say_would_say(result, model, val_corpus, 
     whole = next(r for r in result["sentences"] if r["id"] == row["id"])
     assert row["seconds_teacher_forced"] == whole["seconds_teacher_forced"]  # the recording's length
     assert row["seconds_generated"] != whole["seconds_generated"]  # pauses, trimmed edges
-    with pytest.raises(TokttsError, match="chunk_chars must be at least 8 characters, got 3"):
+    with pytest.raises(TokttsError, match=r"chunk_chars must be 0 or from 8 to 100000 \(0 = from the training texts\), got 3"):
         evaluate(str(model_dir), str(val_corpus), out_dir=str(tmp_path / "x"), progress=False, chunk_chars=3)
+    with pytest.raises(TokttsError, match="temperature must be 0 or from 0.001 to 100"):
+        evaluate(str(model_dir), str(val_corpus), out_dir=str(tmp_path / "x"), progress=False,
+                 sampling={"temperature": -1.0})
 
 
 def _corpus_copy(src: Path, dst: Path, rows: list[str], val_ids: list[str] | None = None) -> Path:

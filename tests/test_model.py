@@ -100,9 +100,26 @@ def test_encoder_is_bidirectional_and_ignores_padding():
     assert torch.allclose(out[1, : text_lengths[1]], out2[1, : text_lengths[1]], atol=1e-6)
 
 
-@pytest.mark.parametrize("layout", ["delay", "flatten"])
-def test_kv_cache_equals_full_recompute(layout):
-    model = tiny(layout)
+@pytest.mark.parametrize("window", [3, 100])
+def test_windowed_decoder_sees_only_its_last_steps(window):
+    """With model.dec_window W, each self-attention layer sees its last W steps: through L
+    layers the logits at step s depend on the inputs s - L * (W - 1) .. s only."""
+    model = tiny(dec_window=window)
+    text, text_lengths, tokens = batch(model, T=12)
+    inputs = model.decoder_inputs(tokens)
+    base, _ = model(text, text_lengths, tokens, inputs=inputs)
+    s, L = 10, len(model.decoder.blocks)
+    for changed_at in range(s + 1):
+        other = inputs.clone()
+        other[:, :, changed_at] = (other[:, :, changed_at] + 1) % model.layout.codebook_size
+        logits, _ = model(text, text_lengths, tokens, inputs=other)
+        seen = changed_at >= s - L * (window - 1)
+        assert torch.allclose(logits[:, s], base[:, s], atol=1e-6) != seen, changed_at
+
+
+@pytest.mark.parametrize("layout,window", [("delay", 0), ("flatten", 0), ("delay", 3), ("flatten", 4)])
+def test_kv_cache_equals_full_recompute(layout, window):
+    model = tiny(layout, dec_window=window)
     text, text_lengths, tokens = batch(model)
     full, _ = model(text, text_lengths, tokens)
     text_mask = torch.arange(text.shape[1])[None] < text_lengths[:, None]

@@ -30,14 +30,15 @@ def twins(**model) -> tuple[TTS, TTS]:
     return eager, fast
 
 
-@pytest.mark.parametrize("options", [
-    dict(seed=0),
-    dict(seed=1, cfg_scale=2.0),
-    dict(seed=[3, 4], cfg_scale=1.5, top_p=0.9),  # one generator per item
-    dict(temperature=0, cfg_scale=1.0),  # greedy
+@pytest.mark.parametrize("options,model", [
+    (dict(seed=0), {}),
+    (dict(seed=1, cfg_scale=2.0), {}),
+    (dict(seed=[3, 4], cfg_scale=1.5, top_p=0.9), {}),  # one generator per item
+    (dict(temperature=0, cfg_scale=1.0), {}),  # greedy
+    (dict(seed=2, cfg_scale=2.0), dict(window=4)),  # model.dec_window: the runner feeds the last steps
 ])
-def test_same_tokens_as_the_eager_decoder(options):
-    eager, fast = twins()
+def test_same_tokens_as_the_eager_decoder(options, model):
+    eager, fast = twins(**model)
     assert (eager.backend, fast.backend) == ("torch", "onnx")
     for texts in (TEXTS[:1], TEXTS):  # batch 1 and 2
         seeds = options.get("seed")

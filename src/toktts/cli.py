@@ -396,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "with the same codec on the same corpus (A/B runs)")
     p.add_argument("--chunk-chars", type=int, default=None, metavar="N",
                    help="speak each sentence as `toktts say` does, cut into chunks of at most N characters "
-                        "joined with pauses (no retries); default: each sentence generated whole")
+                        "joined with pauses (no retries; 0 = the model's own length); default: each sentence "
+                        "generated whole")
     _backend_arg(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -84,6 +84,11 @@ class ModelConfig:
     # Dropout on the decoder's audio input, kept on at generation (Tacotron's prenet): a noisy
     # past makes the decoder read the text for what comes next.
     input_dropout: float = 0.0
+    # Each decoder self-attention layer sees only its last `dec_window` steps, this one included
+    # (0 = every earlier step); through dec_layers layers a step hears dec_layers * (dec_window -
+    # 1) steps back. Errors made further back fall out of view, and what comes next must come
+    # from the text rather than from a long run of the model's own past.
+    dec_window: int = 0
     unconditional: bool = False  # a learned "no text" memory for classifier-free guidance
     ctc_head: bool = False  # a head from decoder states to characters (train.ctc_weight)
     text_vocab_size: int = 0  # set from toktts.text
@@ -345,6 +350,7 @@ RULES: dict[str, Rule] = {
     "model.enc_conv_kernel": Rule(1, 31),
     "model.dropout": _FRACTION,
     "model.input_dropout": _FRACTION,
+    "model.dec_window": Rule(1, 1_000_000, zero=True, hint="0 = every earlier step"),
     "model.text_vocab_size": _NATURAL,
     "model.n_codebooks": _NATURAL,
     "model.codebook_size": _NATURAL,

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from toktts.audio import load_audio
@@ -275,13 +276,31 @@ def _add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np
 
 
 def prepare(cfg: Config, progress: bool = True, device: str = "cpu") -> Path:
-    """Build (or reuse) the token cache for `cfg`; returns its directory."""
+    """Build (or reuse) the token cache for `cfg`; returns its directory. Prepares of the same
+    cache started at once (two trainings on one corpus) take turns: the first builds it, the
+    others wait and reuse it."""
     root = cache_dir(cfg)
     if (root / "manifest.json").is_file():
         log.info("reusing token cache %s", root)
         return root
     with _cache_writing(root):
         root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(root / ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("another prepare is building the token cache %s; waiting for it", root)
+        lock.acquire()
+    try:
+        if (root / "manifest.json").is_file():  # the one we waited for built it
+            log.info("reusing token cache %s", root)
+            return root
+        return _build_cache(cfg, root, progress, device)
+    finally:
+        lock.release()
+
+
+def _build_cache(cfg: Config, root: Path, progress: bool, device: str) -> Path:
     counts = _new_counts()
     items = _read_items(cfg, counts)
     n_utterances = len(items) + counts["empty_text"] + counts["too_long_text"]

@@ -76,6 +76,7 @@ import numpy as np
 from tqdm import tqdm
 
 from toktts.asr import error_rates, make_asr, score_text
+from toktts.config import check_value
 from toktts.corpus import Utterance, read_corpus
 from toktts.errors import TokttsError
 
@@ -359,8 +360,9 @@ def evaluate(
     evaluation on the same corpus, split and ASR with a model of the same codec, whose reference
     and resynthesis transcripts are reused instead of transcribed again (A/B runs of one voice
     share them). precision, backend: as `TTS.from_pretrained`'s. chunk_chars: speak each sentence
-    as `toktts say` does, cut into chunks of at most that many characters (at sentence ends, then
-    clause marks, then between words) joined with pauses, but without retries; None generates
+    as `toktts say` does, cut into chunks of at most that many characters (0: the model's
+    `generate.chunk_chars`; at sentence ends, then clause marks, then between words) joined with
+    pauses, but without retries; None generates
     each sentence whole (the teacher-forced audio is always whole). Returns the metrics dict, plus the
     paths it wrote under "files". Raises TokttsError on bad input (see the module docstring).
     """
@@ -378,11 +380,10 @@ def evaluate(
     unknown = set(overrides) - {"temperature", "top_k", "top_p", "cfg_scale"}
     if unknown:
         raise TokttsError(f"unknown sampling setting(s) {sorted(unknown)}; use temperature, top_k, top_p, cfg_scale")
+    if chunk_chars:  # 0: the model's own chunk length
+        overrides["chunk_chars"] = chunk_chars
+    overrides = {k: check_value(f"generate.{k}", v, k) for k, v in overrides.items()}
     tts.cfg.generate = replace(tts.cfg.generate, **overrides)
-    if chunk_chars is not None:
-        if chunk_chars < 8:
-            raise TokttsError(f"chunk_chars must be at least 8 characters, got {chunk_chars}")
-        tts.cfg.generate = replace(tts.cfg.generate, chunk_chars=chunk_chars)
     rows, rule = split_rows(corpus_dir, split, tts.cfg)
     skipped = {"missing_wav": 0, "nothing_to_say": 0}
     usable = []
@@ -424,7 +425,7 @@ def evaluate(
         "split_rule": rule, "asr": engine.name, "seed": seed, "batch_size": batch_size, "device": str(tts.device),
         "sampling": {k: getattr(tts.cfg.generate, k)
                      for k in ("temperature", "top_k", "top_p", "cfg_scale", "max_seconds")}
-                    | {"chunk_chars": chunk_chars},
+                    | {"chunk_chars": None if chunk_chars is None else tts.cfg.generate.chunk_chars},
         "skipped": skipped, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "ceilings_from": ceilings_from,
     })

@@ -180,6 +180,7 @@ class Decoder(nn.Module):
         self.head = nn.Linear(cfg.dec_dim, self.n_streams * self.vocab_size)  # all streams in one matmul
         self.drop = nn.Dropout(cfg.dropout)
         self.input_dropout = cfg.input_dropout
+        self.window = cfg.dec_window
         self.register_buffer("stream_offset", torch.arange(self.n_streams) * self.vocab_size, persistent=False)
         self._positions: torch.Tensor | None = None  # sinusoids, see `positions`
 
@@ -213,11 +214,15 @@ class Decoder(nn.Module):
         weights (B, H, S, L) of the first `attn_layers` layers."""
         x = self.embed_tokens(tokens)
         mask = text_mask[:, None, None, :]
+        band = None
+        if self.window and self.window < x.shape[1]:  # step s sees steps s - window + 1 .. s
+            s = torch.arange(x.shape[1], device=x.device)
+            band = (s[None, :] <= s[:, None]) & (s[None, :] > s[:, None] - self.window)  # (S, S)
         weights = []
         for i, blk in enumerate(self.blocks):
             h = blk.norm1(x)
             k, v = blk.self_attn.keys_values(h)
-            x = x + blk.drop(blk.self_attn.attend(h, k, v, causal=True)[0])
+            x = x + blk.drop(blk.self_attn.attend(h, k, v, band, causal=band is None)[0])
             k, v = blk.cross_attn.keys_values(memory)
             y, w = blk.cross_attn.attend(blk.norm2(x), k, v, mask, need_weights=i < attn_layers)
             x = x + blk.drop(y)
@@ -244,15 +249,20 @@ class Decoder(nn.Module):
         pairs = [blk.cross_attn.keys_values(memory) for blk in self.blocks]
         return [k for k, _ in pairs], [v for _, v in pairs]
 
+    def first_visible(self, pos: int) -> int:
+        """The first step that self-attention at step `pos` sees (`dec_window`)."""
+        return max(0, pos + 1 - self.window) if self.window else 0
+
     def step(
         self, tokens: torch.Tensor, cache: DecoderCache, pos: int, need_weights: bool = False, generator=None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One incremental step: (B, N, 1) inputs at position `pos` -> (B, 1, N, V) logits."""
+        first = self.first_visible(pos)
 
         def remember(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             cache.self_k[i][:, :, pos : pos + 1] = k
             cache.self_v[i][:, :, pos : pos + 1] = v
-            return cache.self_k[i][:, :, : pos + 1], cache.self_v[i][:, :, : pos + 1]
+            return cache.self_k[i][:, :, first : pos + 1], cache.self_v[i][:, :, first : pos + 1]
 
         x = self.embed_tokens(tokens, offset=pos, generator=generator)
         x, weights = self.step_blocks(x, remember, cache.cross_k, cache.cross_v, cache.text_mask, need_weights)
@@ -363,16 +373,18 @@ class TokTTS(nn.Module):
         input_noise: float = 0.0,
         inputs: torch.Tensor | None = None,
         drop_text: torch.Tensor | None = None,
+        noise_near: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(B, L) text, (B,) lengths, (B, N, S) target tokens -> (B, S, N, V) logits predicting
         `tokens` and cross-attention weights. The decoder reads `inputs` (default: BOS + tokens
         shifted by one), of which `input_noise` of the codes are replaced by random ones
-        (training); `drop_text` (B,) bool items read the "no text" memory."""
+        (training): uniformly, or among the codes `noise_near` lists for the true one
+        (`Layout.corrupt`); `drop_text` (B,) bool items read the "no text" memory."""
         memory, text_mask = self.encode(text, text_lengths, drop_text)
         if inputs is None:
             inputs = self.decoder_inputs(tokens)
         if input_noise > 0:
-            inputs = self.layout.corrupt(inputs, input_noise)
+            inputs = self.layout.corrupt(inputs, input_noise, near=noise_near)
         return self.decoder(inputs, memory, text_mask, attn_layers)
 
     def loss(

@@ -8,13 +8,14 @@ eager PyTorch spends more time dispatching them than computing them).
 The graph (`StepGraph`) takes
     x          (B, 1, D)             the step's input, embedded by PyTorch (positions and input
                                      dropout drawn from the same generators as the eager path)
-    past       (P, Ld, 2, B, H, Dh)  the keys and values of the P earlier steps, every layer
+    past       (P, Ld, 2, B, H, Dh)  the keys and values of the P earlier steps it sees, every
+                                     layer (all of them, or the last `model.dec_window` - 1)
     cross_k/v  (Ld, B, H, L, Dh)     the memory's, computed once per text
     text_mask  (B, 1, 1, L)          bool
 and gives logits (B, N * V), present (Ld, 2, B, H, Dh), this step's keys and values, and
 attention (B, H, 1, L), the first layer's cross-attention (the evaluation's alignment image). The
-runner keeps the past in one preallocated array (S_max, Ld, 2, B, H, Dh) whose first P rows are
-one contiguous block, so feeding it copies nothing (inside the graph each layer still gathers its
+runner keeps the past in one preallocated array (S_max, Ld, 2, B, H, Dh) whose rows are one
+contiguous block, so feeding any run of them copies nothing (inside the graph each layer still gathers its
 past: memory traffic grows with the step, as the eager path's attention does). Sampling stays in
 PyTorch: the same seed gives the same tokens as the eager path (tested; both compute in fp32, so
 only a near-tie between two codes could tell them apart).
@@ -294,7 +295,8 @@ class OnnxDecoder:
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.decoder.embed_tokens(tokens, offset=pos, generator=generator)
         feeds: dict[str, Any] = {
-            "x": x.float().cpu().numpy(), "past": cache.past[:pos], "cross_k": cache.cross_k,
+            "x": x.float().cpu().numpy(), "past": cache.past[self.decoder.first_visible(pos) : pos],
+            "cross_k": cache.cross_k,
             "cross_v": cache.cross_v, "text_mask": cache.text_mask,
         }
         with _failing("run the decoder step"):

@@ -138,15 +138,9 @@ def train_step(
         if t.self_sampling > 0:
             own = own_samples(core, batch, drop_text)
             inputs = core.layout.corrupt(core.decoder_inputs(batch["tokens"]), t.self_sampling, replacement=own)
-        noise = t.input_noise
-        if near is not None and noise > 0:
-            inputs = core.layout.corrupt(
-                core.decoder_inputs(batch["tokens"]) if inputs is None else inputs, noise, near=near
-            )
-            noise = 0.0
         logits, weights = model(
-            batch["text"], batch["text_lengths"], batch["tokens"], attn_layers=guided, input_noise=noise,
-            inputs=inputs, drop_text=drop_text,
+            batch["text"], batch["text_lengths"], batch["tokens"], attn_layers=guided, input_noise=t.input_noise,
+            inputs=inputs, drop_text=drop_text, noise_near=near,
         )
         ce, _ = core.loss(logits, batch["tokens"], t.codebook_weights or None)
         loss = ce
