@@ -402,8 +402,8 @@ def test_any_json_body_is_served_or_refused_in_openais_shape(tiny_url, body):
 
 def _first_take_seed(tts: TTS, text: str, start: int) -> int:
     """The first seed from `start` whose first take of `text` needs no retry: a streamed chunk
-    is heard as it is generated, so one that is retried differs from its whole-file twin by
-    design (TTS.stream); batching is what this test is about."""
+    is heard as it is generated, so one that runs away is not redone as in the whole file
+    (TTS.stream); batching is what this test is about."""
     return next(s for s in range(start, start + 50) if tts(text, seed=s)["retries"] == 0)
 
 

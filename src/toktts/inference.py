@@ -226,8 +226,10 @@ class TTS:
     ) -> "AudioStream":
         """Synthesize `text`, yielding float32 audio pieces as soon as they are ready: within the
         first chunk of every batch as frames are generated, then chunk by chunk. The pieces join
-        into the same audio as `tts(text)` with the same seed (unless a streamed chunk ran
-        away: what is already played cannot be retried, so it is reported, not redone).
+        into the same audio as `tts(text)` with the same seed, unless a chunk given out as it was
+        generated turns out to need a retry (it ran away): what is already played cannot be
+        redone, so it is reported instead. A live chunk of which nothing was given out (all
+        silence) is retried as in `tts(text)`.
         `should_stop` is asked before every decoder step; True ends the stream there (e.g. a
         client that hung up)."""
         options = check_options({**sampling, "retries": retries})
@@ -433,7 +435,7 @@ class _Run:
         tts, layout = self.tts, self.tts.model.layout
         texts, seeds = [self.jobs[r].text for r in rows], [self.jobs[r].seed_for(0) for r in rows]
         first, live, n = self.jobs[rows[0]], None, self.best_of
-        attempts = {}
+        attempts, heard = {}, False  # heard: some of the live chunk was given out
         if self.live and n == 1:
             # Step by step: the first chunk is decoded and given out while the batch is generated.
             _, steps = tts.generate_tokens(texts, seed=seeds, steps=True, **self.sampling)
@@ -450,10 +452,13 @@ class _Run:
                     codes = layout.codes(progress.tokens[:1], ready)[0]  # (K, ready)
                     piece = live.feed(codes, final=done)
                     if len(piece):
+                        heard = True
                         yield first.owner, piece
             result = progress.result()
             for b, r in enumerate(rows):
                 attempts[r] = self._judge_item(result, b, r, attempt=0, voice=live if b == 0 else None)
+            if not heard:  # e.g. all silence: retried like the others if it must be
+                attempts[rows[0]]["audio"] = np.zeros(0, np.float32)
         else:
             # best_of candidates of every chunk in one batch (candidate j is attempt j's seed);
             # the ASR's transcript closest to the text wins.
@@ -468,9 +473,9 @@ class _Run:
                     attempts[r] = judged
             if self.should_stop():
                 return
-        # Retry what failed, all together, with new seeds; the live chunk is already heard.
+        # Retry what failed, all together, with new seeds; not a live chunk already heard.
         for attempt in range(n, n + self.retries):
-            again = [r for r in rows if not attempts[r]["ok"] and not (live is not None and r == rows[0])]
+            again = [r for r in rows if not attempts[r]["ok"] and not (heard and r == rows[0])]
             if not again or self.should_stop():
                 break
             _, result = tts.generate_tokens(
@@ -487,7 +492,7 @@ class _Run:
             if not best["ok"]:
                 log.warning("chunk %d of text %d still %s after %d retries: %r",
                             job.index, job.owner, best["problem"], best["retries"], job.text[:60])
-            if not (live is not None and b == 0):
+            if not (heard and b == 0):
                 yield job.owner, best["audio"]
             if job.pause:
                 yield job.owner, np.zeros(round(job.pause * tts.sampling_rate), np.float32)
