@@ -46,6 +46,21 @@ def toktts(*args: str, check: bool = True, timeout: int = 300, max_file_bytes: i
     return proc
 
 
+def toktts_here(capsys, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the CLI's own `main` in this process, as `toktts` would in a fresh one (the same exit
+    code and streams, without a torch import per call). For commands that leave no process-wide
+    state behind (no --threads)."""
+    from toktts.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    proc = subprocess.CompletedProcess(["toktts", *args], code, out.out, out.err)
+    if check and code != 0:
+        raise AssertionError(f"toktts {' '.join(args)} failed ({code}):\n{out.err[-3000:]}")
+    return proc
+
+
 def assert_one_error_line(proc: subprocess.CompletedProcess, *fragments: str) -> str:
     """The process failed as a user error: exit 2, one `error:` line holding every fragment."""
     assert proc.returncode == 2, proc.stderr[-3000:]

@@ -61,10 +61,15 @@ def _error_line(proc: subprocess.CompletedProcess) -> str:
     return line
 
 
-def test_say_writes_the_format_of_the_extension_and_prints_a_seed_that_reproduces(tmp_path):
+def test_say_writes_the_format_of_the_extension_and_prints_a_seed_that_reproduces(tmp_path, capsys):
     import re
 
     import soundfile as sf
+
+    from helpers import toktts_here
+
+    def run(*args: str) -> subprocess.CompletedProcess:  # in this process: no torch import per call
+        return toktts_here(capsys, *args, check=False)
 
     first = run("say", "Hi there.", "-o", str(tmp_path / "a.flac"))
     assert first.returncode == 0, first.stderr

@@ -15,7 +15,7 @@ from toktts.inference import TTS
 pytest.importorskip("onnxruntime", reason="toktts[onnx] is not installed")
 from toktts import onnx_decoder  # noqa: E402
 
-from helpers import assert_one_error_line, tiny_tts, toktts
+from helpers import assert_one_error_line, tiny_tts, toktts, toktts_here
 
 TEXTS = ["Hello there.", "A somewhat longer sentence, with a comma in it."]
 
@@ -179,24 +179,28 @@ def test_backend_errors_are_one_line():
     assert TTS(eager.model, eager.cfg, eager.codec, eager.device, precision="bf16").backend == "torch"  # auto
 
 
-def test_export_command_writes_the_graph_synthesis_then_uses(tmp_path, onnx_cache):
+def test_export_command_writes_the_graph_synthesis_then_uses(tmp_path, onnx_cache, capsys):
+    def run(*args: str, check: bool = True):  # the CLI's main in this process
+        return toktts_here(capsys, *args, check=check)
+
     model_dir = tmp_path / "voice"
     tiny_tts(seed=7).save_pretrained(model_dir)
-    proc = toktts("export", "onnx", "--model", str(model_dir))
+    proc = run("export", "onnx", "--model", str(model_dir))
     graph = model_dir / onnx_decoder.GRAPH_FILE
     assert str(graph) in proc.stdout and graph.is_file()
     before = set((onnx_cache / "onnx").glob("*")) if (onnx_cache / "onnx").exists() else set()
-    toktts("say", "Hello.", "--model", str(model_dir), "--backend", "onnx", "--seed", "0", "-o", str(tmp_path / "a.wav"))
+    say = ["say", "Hello.", "--model", str(model_dir), "--seed", "0"]
+    run(*say, "--backend", "onnx", "-o", str(tmp_path / "a.wav"))
     after = set((onnx_cache / "onnx").glob("*")) if (onnx_cache / "onnx").exists() else set()
     assert after == before  # found in the model directory: nothing exported
-    toktts("say", "Hello.", "--model", str(model_dir), "--backend", "torch", "--seed", "0", "-o", str(tmp_path / "b.wav"))
+    run(*say, "--backend", "torch", "-o", str(tmp_path / "b.wav"))
     assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
-    proc = toktts("export", "onnx", "--model", str(model_dir), "--precision", "int8", "--out", str(tmp_path / "q.onnx"))
+    run("export", "onnx", "--model", str(model_dir), "--precision", "int8", "--out", str(tmp_path / "q.onnx"))
     assert (tmp_path / "q.onnx").is_file() and (tmp_path / "q.onnx").stat().st_size < graph.stat().st_size
-    assert_one_error_line(toktts("export", "onnx", "--model", str(model_dir), "--out", str(tmp_path), check=False),
+    assert_one_error_line(run("export", "onnx", "--model", str(model_dir), "--out", str(tmp_path), check=False),
                           "is a directory")
-    assert_one_error_line(toktts("say", "Hi.", "--model", str(model_dir), "--backend", "onnx", "--precision", "bf16",
-                                 check=False), "backend onnx runs fp32 or int8")
+    assert_one_error_line(run(*say, "--backend", "onnx", "--precision", "bf16", check=False),
+                          "backend onnx runs fp32 or int8")
     bench = toktts("bench", "synth", "--config", "configs/demo.yaml", "--runs", "1", "--seconds", "0.5",
                    "--set", "model.dec_layers=1", "--set", "model.enc_layers=1", "--backend", "onnx")
     assert json.loads(bench.stdout.splitlines()[-1])["backend"] == "onnx"
