@@ -131,6 +131,29 @@ def test_prepares_started_at_once_take_turns(corpus, tmp_path, caplog):
     assert "another prepare is building the token cache" in caplog.text
 
 
+def test_a_codec_saved_again_keeps_its_cache_another_codec_does_not(corpus, tmp_path):
+    """data.codec_from: the cache follows what the codec file holds, not its bytes (a voice saved
+    again writes its settings in another order)."""
+    from safetensors.numpy import load_file, save_file
+
+    voice = prepare(config(corpus, tmp_path / "fit"), progress=False)  # a fitted mel codec
+    tensors = load_file(voice / "codec.safetensors")
+    with open(voice / "codec.safetensors", "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    settings = header["__metadata__"]
+    for name, reordered in (("a", settings), ("b", dict(reversed(list(settings.items()))))):
+        (tmp_path / name).mkdir()
+        save_file(tensors, tmp_path / name / "codec.safetensors", metadata=reordered)
+    assert (tmp_path / "a" / "codec.safetensors").read_bytes() != (tmp_path / "b" / "codec.safetensors").read_bytes()
+    key = {name: cache_dir(config(corpus, tmp_path / "cache", f"data.codec_from={tmp_path / name}"))
+           for name in ("a", "b")}
+    assert key["a"] == key["b"]
+    tensors = {k: v + 1 if v.dtype.kind == "f" else v for k, v in tensors.items()}
+    (tmp_path / "c").mkdir()
+    save_file(tensors, tmp_path / "c" / "codec.safetensors", metadata=settings)
+    assert cache_dir(config(corpus, tmp_path / "cache", f"data.codec_from={tmp_path / 'c'}")) != key["a"]
+
+
 def test_changed_settings_make_a_new_cache(corpus, tmp_path):
     a = cache_dir(config(corpus, tmp_path / "cache"))
     b = cache_dir(config(corpus, tmp_path / "cache", "data.clip_seconds=1"))

@@ -74,11 +74,26 @@ def _cache_key(cfg: Config, corpus: Path) -> str:
         "corpus": str(corpus.resolve()),
         "metadata": [stat.st_size, stat.st_mtime_ns],
         "codec": _token_codec(cfg),
-        "codec_from": _codec_from(cfg) and hashlib.sha1(_codec_from(cfg).read_bytes()).hexdigest(),
+        "codec_from": _codec_from(cfg) and _codec_digest(_codec_from(cfg)),
         "data": [d.normalize, d.val_size, d.val_ids, d.split_seed, d.clip_seconds, d.min_seconds,
                  d.max_seconds, d.max_text_chars, d.noise_copies, d.noise_snr_db],
     }
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _codec_digest(path: Path) -> str:
+    """What a codec file holds (tensors and settings), not how its bytes happen to be laid out: a
+    voice saved again with the same codec keeps its token cache."""
+    from safetensors import safe_open
+
+    h = hashlib.sha1()
+    with safe_open(str(path), "np") as f:
+        h.update(json.dumps(f.metadata() or {}, sort_keys=True).encode())
+        for name in sorted(f.keys()):
+            array = f.get_tensor(name)
+            h.update(f"{name} {array.dtype} {array.shape}".encode())
+            h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
 
 
 def _token_codec(cfg: Config) -> dict:
@@ -134,7 +149,7 @@ def _given_tokens(cfg: Config) -> Path:
                               f"this config has {ours!r}; use the config that prepared it")
     source = _codec_from(cfg)
     fitted = root / "codec.safetensors"
-    if source is not None and (not fitted.is_file() or fitted.read_bytes() != source.read_bytes()):
+    if source is not None and (not fitted.is_file() or _codec_digest(fitted) != _codec_digest(source)):
         raise TokttsError(f"data.tokens {given!r} was not made with the codec of data.codec_from "
                           f"{cfg.data.codec_from!r}; prepare it with that config (configs/finetune.yaml)")
     return root
