@@ -268,16 +268,24 @@ def test_time_schedule_anneals_over_the_budget_of_all_legs(corpus, tmp_path):
     assert "nothing to train" in proc.stderr
     assert [h["step"] for h in _history(out)] == steps
 
-    # a run stopped by max_steps with minutes left goes on counting from the minutes it had
+    # a leg stopped by train.leg_minutes, or by max_steps, with minutes left: the next leg goes on
+    # counting from the minutes it had, on the same schedule
     legs = tmp_path / "legs"
-    first = tiny_overrides(corpus, legs, **{"train.max_steps": 2, "train.max_minutes": 30, "train.schedule": "time",
-                                            "train.save_every": 1000})
-    toktts("train", "--config", DEMO, *sets(first))
-    before = json.loads((legs / "checkpoints" / "step-00000002" / "trainer_state.json").read_text())["minutes"]
-    toktts("train", "--config", DEMO, *sets(first), "--set", "train.max_steps=4", "--resume")
-    after = json.loads((legs / "checkpoints" / "step-00000004" / "trainer_state.json").read_text())["minutes"]
-    assert 0 < before < after
-    assert [h["step"] for h in _history(legs)] == [1, 2, 3, 4]
+    first = tiny_overrides(corpus, legs, **{"train.max_steps": 1000, "train.max_minutes": 30, "train.schedule": "time",
+                                            "train.save_every": 1000, "train.leg_minutes": 0.002})
+    proc = toktts("train", "--config", DEMO, *sets(first))
+    assert "train.leg_minutes=0.002 reached; --resume goes on" in proc.stderr
+    (checkpoint,) = (legs / "checkpoints").iterdir()
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    n, before = state["step"], state["minutes"]
+    assert 1 <= n < 1000 and 0.002 <= before < 30
+    toktts("train", "--config", DEMO, *sets(first), "--set", f"train.max_steps={n + 2}", "--set", "train.leg_minutes=0",
+           "--resume")
+    after = json.loads((legs / "checkpoints" / f"step-{n + 2:08d}" / "trainer_state.json").read_text())["minutes"]
+    assert before < after < 30
+    history = _history(legs)
+    assert [h["step"] for h in history] == list(range(1, n + 3))
+    assert history[-1]["lr"] == pytest.approx(load_config([DEMO], first).train.lr, rel=0.01)  # not annealed yet
 
 
 def test_two_processes_stop_together_on_the_clock(corpus, tmp_path):

@@ -108,6 +108,9 @@ class TrainConfig:
     # training, counted across --resume legs: a run given N minutes ends annealed however many
     # steps the machine fits into them; it stops at max_minutes in all or at max_steps).
     schedule: str = "steps"
+    # > 0: stop (and save) after this many minutes of this leg, whatever the schedule: a run of
+    # schedule=time trains in legs (an hour an evening) and still anneals over max_minutes.
+    leg_minutes: float = 0.0
     batch_frames: int = 8000  # token budget: audio frames per batch (before accumulation)
     max_batch_size: int = 64
     grad_accum: int = 1
@@ -358,6 +361,7 @@ RULES: dict[str, Rule] = {
     "train.max_steps": _COUNT,
     "train.max_minutes": Rule(0, hint="0 = no time limit"),
     "train.schedule": Rule(choices=("steps", "time")),
+    "train.leg_minutes": Rule(0, hint="0 = no limit per leg"),
     "train.batch_frames": _COUNT,
     "train.max_batch_size": _COUNT,
     "train.grad_accum": Rule(1, 1024),

@@ -356,6 +356,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
             minutes = clock.total()
             # schedule=time: max_minutes of training in all; otherwise of this leg
             out_of_time = t.max_minutes > 0 and (minutes if timed else minutes - minutes_before) >= t.max_minutes
+            out_of_time |= t.leg_minutes > 0 and minutes - minutes_before >= t.leg_minutes
             last = step == t.max_steps or out_of_time
             if val_set and t.eval_every > 0 and (step % t.eval_every == 0 or last):
                 if accelerator.is_main_process:
@@ -371,7 +372,10 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
                 save(step, minutes)
             if out_of_time:
                 if accelerator.is_main_process:
-                    log.info("stopping at step %d: train.max_minutes=%s reached", step, t.max_minutes)
+                    leg = t.leg_minutes > 0 and minutes - minutes_before >= t.leg_minutes
+                    log.info("stopping at step %d: %s reached%s", step,
+                             f"train.leg_minutes={t.leg_minutes}" if leg else f"train.max_minutes={t.max_minutes}",
+                             "; --resume goes on" if leg else "")
                 break
 
     accelerator.wait_for_everyone()
