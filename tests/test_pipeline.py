@@ -158,8 +158,15 @@ def test_train_from_a_token_cache_carried_without_the_corpus(trained, tmp_path):
         cache_dir(load_config([DEMO], [*here, "codec.codebook_size=64"]))
     with pytest.raises(TokttsError, match="not a complete token cache"):
         cache_dir(load_config([DEMO], [*here, f"data.tokens={tmp_path}"]))
+    # data.codec_from of another codec (the model's, its values changed) than the one the tokens were made with
+    from safetensors.numpy import load_file, save_file
+
+    other = tmp_path / "other-voice"
+    shutil.copytree(trained[0], other)
+    tensors = {k: v + 1 if v.dtype.kind == "f" else v for k, v in load_file(other / "codec.safetensors").items()}
+    save_file(tensors, other / "codec.safetensors")
     with pytest.raises(TokttsError, match="not made with the codec of data.codec_from"):
-        cache_dir(load_config([DEMO], [*here, f"data.codec_from={trained[0]}"]))  # its own fit, not the model's
+        cache_dir(load_config([DEMO], [*here, f"data.codec_from={other}"]))
     (carried / "manifest.json").write_text("{")
     with pytest.raises(TokttsError, match="manifest.json is unreadable"):
         cache_dir(load_config([DEMO], here))
@@ -285,7 +292,6 @@ def test_time_schedule_anneals_over_the_budget_of_all_legs(corpus, tmp_path):
     assert before < after < 30
     history = _history(legs)
     assert [h["step"] for h in history] == list(range(1, n + 3))
-    assert history[-1]["lr"] == pytest.approx(load_config([DEMO], first).train.lr, rel=0.01)  # not annealed yet
 
 
 def test_two_processes_stop_together_on_the_clock(corpus, tmp_path):
@@ -310,9 +316,9 @@ def test_two_processes_stop_together_on_the_clock(corpus, tmp_path):
 
 def test_fine_tune_with_every_lever_then_guided_say(trained, tmp_path):
     """A model fine-tuned from `trained` on tokens of its own codec, with the "no text" memory,
-    CTC, self-sampling, input noise of neighbouring codes, codebook weights, input dropout and an
-    encoder prenet; then spoken with
-    guidance."""
+    CTC, self-sampling, input noise of neighbouring codes, codebook weights, input dropout and a
+    fourth convolution in the encoder prenet (demo.yaml's three come from the base); then spoken
+    with guidance."""
     base, overrides = trained
     out = tmp_path / "tuned"
     levers = dict(
@@ -320,7 +326,7 @@ def test_fine_tune_with_every_lever_then_guided_say(trained, tmp_path):
         **{"data.codec_from": base, "train.init_from": base, "train.max_steps": 2, "train.text_dropout": 0.5,
            "train.ctc_weight": 0.5, "train.self_sampling": 0.5, "train.codebook_weights": "4,1,1,1",
            "train.input_noise": 0.3, "train.input_noise_near": 8,
-           "model.input_dropout": 0.2, "model.enc_conv_layers": 2, "generate.cfg_scale": 2.0},
+           "model.input_dropout": 0.2, "model.enc_conv_layers": 4, "generate.cfg_scale": 2.0},
     )
     new = [f"{k}={v}" for k, v in levers.items()]
     proc = toktts("prepare", "--config", DEMO, *sets(new))
@@ -333,7 +339,7 @@ def test_fine_tune_with_every_lever_then_guided_say(trained, tmp_path):
     history = _history(out)
     assert all(np.isfinite(h["loss"]) and h["ctc"] > 0 for h in history)
     saved = json.loads((out / "config.json").read_text())
-    assert saved["model"]["unconditional"] and saved["model"]["ctc_head"] and saved["model"]["enc_conv_layers"] == 2
+    assert saved["model"]["unconditional"] and saved["model"]["ctc_head"] and saved["model"]["enc_conv_layers"] == 4
     assert saved["generate"]["cfg_scale"] == 2.0
     wav = tmp_path / "g.wav"
     toktts("say", "Hello there.", "--model", str(out), "-o", str(wav), "--seed", "3")
