@@ -37,7 +37,7 @@ from toktts.codecs import Codec, build_codec
 from toktts.config import Config, config_from_dict
 from toktts.errors import TokttsError
 from toktts.model import TokTTS
-from toktts.text import VOCAB
+from toktts.phonemes import text_vocab
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -75,7 +75,7 @@ def save_model_dir(
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         state = {k: v.contiguous() for k, v in state.items()}
         (stage / "model.safetensors").write_bytes(safetensors.torch.save(state, metadata={"format": "pt"}))
-        meta = {"format_version": FORMAT_VERSION, "text_vocab": list(VOCAB.chars), **cfg.to_dict()}
+        meta = {"format_version": FORMAT_VERSION, "text_vocab": list(text_vocab(cfg.model.text_input).chars), **cfg.to_dict()}
         (stage / "config.json").write_text(json.dumps(meta, indent=2))
         (directory / "config.json").unlink(missing_ok=True)  # incomplete until config.json is back
         for name in sorted(os.listdir(stage), key=lambda name: name == "config.json"):
@@ -142,11 +142,6 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
         raise TokttsError(f"{str(config_path)!r} is not a model config ({e}); {damaged}") from None
     vocab = meta.pop("text_vocab", None)
     meta.pop("format_version", None)
-    if vocab is not None and list(vocab) != list(VOCAB.chars):
-        raise TokttsError(
-            f"model {str(directory)!r} was trained with another text vocabulary; use the toktts version "
-            "that trained it or retrain"
-        )
     missing = [name for name in ("data", "codec", "model", "generate") if not isinstance(meta.get(name), dict)]
     if missing:
         raise TokttsError(f"{str(config_path)!r} lacks the section(s) {', '.join(missing)}; {damaged}")
@@ -158,6 +153,11 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
             raise TokttsError("model vocabulary sizes are not filled in")
     except TokttsError as e:
         raise TokttsError(f"{str(config_path)!r} describes no valid model ({e}); {damaged}") from None
+    if vocab is not None and list(vocab) != list(text_vocab(cfg.model.text_input).chars):
+        raise TokttsError(
+            f"model {str(directory)!r} was trained with another text vocabulary; use the toktts version "
+            "that trained it or retrain"
+        )
     try:
         model = TokTTS(cfg.model)
     except (AssertionError, RuntimeError, ValueError) as e:  # e.g. a width not divisible by the heads

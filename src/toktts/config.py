@@ -89,9 +89,12 @@ class ModelConfig:
     # 1) steps back. Errors made further back fall out of view, and what comes next must come
     # from the text rather than from a long run of the model's own past.
     dec_window: int = 0
+    # What the encoder reads: "chars" (toktts's design), or "phonemes" -- espeak-ng's IPA of the
+    # same text, a diagnostic that measures how much of the error is spelling-to-sound.
+    text_input: str = "chars"
     unconditional: bool = False  # a learned "no text" memory for classifier-free guidance
     ctc_head: bool = False  # a head from decoder states to characters (train.ctc_weight)
-    text_vocab_size: int = 0  # set from toktts.text
+    text_vocab_size: int = 0  # set from the text input's vocabulary (toktts.phonemes.text_vocab)
     n_codebooks: int = 0  # set from the codec
     codebook_size: int = 0  # set from the codec
 
@@ -354,6 +357,7 @@ RULES: dict[str, Rule] = {
     "model.dropout": _FRACTION,
     "model.input_dropout": _FRACTION,
     "model.dec_window": Rule(1, 1_000_000, zero=True, hint="0 = every earlier step"),
+    "model.text_input": Rule(choices=("chars", "phonemes")),
     "model.text_vocab_size": _NATURAL,
     "model.n_codebooks": _NATURAL,
     "model.codebook_size": _NATURAL,

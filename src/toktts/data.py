@@ -43,7 +43,8 @@ from toktts.corpus import read_corpus
 from toktts.errors import TokttsError
 from toktts.files import write_atomic, writing
 from toktts.patterns import Layout
-from toktts.text import VOCAB, normalize
+from toktts.phonemes import encode_texts
+from toktts.text import normalize
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -418,14 +419,14 @@ def prepare_summary(root: Path) -> str:
 class TokenDataset:
     """The utterances of one split of a token cache: codes memory-mapped, text ids in memory."""
 
-    def __init__(self, root: str | Path, split: str):
+    def __init__(self, root: str | Path, split: str, text_input: str = "chars"):
         self.root = Path(root)
         manifest_path = self.root / "manifest.json"
         if not manifest_path.is_file():
             raise TokttsError(f"token cache {str(self.root)!r} is incomplete; run `toktts prepare` with this config")
         manifest = json.loads(manifest_path.read_text())
         self.frame_rate = manifest["codec"]["frame_rate"]
-        self.ids, self.texts, self.text_ids = [], [], []
+        self.ids, self.texts = [], []
         self._codes, rows = [], []
         for shard in (s for s in manifest["shards"] if s.startswith(split + "-")):
             meta = json.loads((self.root / shard / "meta.json").read_text())
@@ -435,9 +436,9 @@ class TokenDataset:
                 rows.append((len(self._codes), offset, length))
                 self.ids.append(utt_id)
                 self.texts.append(text)
-                self.text_ids.append(np.array(VOCAB.encode(text), dtype=np.int64))
             self._codes.append(codes)
         self._rows = np.array(rows, dtype=np.int64).reshape(-1, 3)
+        self.text_ids = [np.array(ids, dtype=np.int64) for ids in encode_texts(self.texts, text_input)]
         self.frames = self._rows[:, 2]
 
     def __len__(self) -> int:

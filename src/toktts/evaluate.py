@@ -275,7 +275,7 @@ def _synthesize_all(
     Returns the seconds spent in token generation and in codec decoding (chunked: both in
     "generate")."""
     from toktts.audio import load_audio, write_wav
-    from toktts.text import VOCAB
+    from toktts.phonemes import encode_texts
 
     rate, layout = tts.sampling_rate, tts.model.layout
     _, warm = tts.generate_tokens(["warm up."], seed=seed, max_seconds=0.2, need_weights=True)
@@ -323,7 +323,7 @@ def _synthesize_all(
                 png = _figure_png(audios, rate, None)
             else:
                 steps = min(layout.n_steps(s.frames), attention.shape[1])
-                png = _figure_png(audios, rate, attention[b, :steps, : len(VOCAB.encode(s.spoken))].T)
+                png = _figure_png(audios, rate, attention[b, :steps, : len(encode_texts([s.spoken], tts.cfg.model.text_input)[0])].T)
             (out / "figures" / f"{s.utt.id}.png").write_bytes(png)
         bar.update(len(batch))
     bar.close()

@@ -24,9 +24,10 @@ from toktts.errors import TokttsError
 from toktts.files import writing
 from toktts.longform import DEFAULT_CHUNK_CHARS, FrameDecoder, Trimmer, split_text
 from toktts.model import Progress, TokTTS
+from toktts.phonemes import encode_texts
 from toktts import ssml
 from toktts.ssml import Part
-from toktts.text import VOCAB, Lexicon
+from toktts.text import Lexicon
 from toktts.voices import bundled_voice_dir
 
 log = logging.getLogger(__name__)
@@ -301,7 +302,7 @@ class TTS:
 
     def _text_batch(self, spoken: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised texts -> (B, L) padded character ids and (B,) lengths, on the device."""
-        ids = [VOCAB.encode(s) for s in spoken]
+        ids = encode_texts(spoken, self.cfg.model.text_input)
         text = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
         for b, row in enumerate(ids):
             text[b, : len(row)] = torch.tensor(row)

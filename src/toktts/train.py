@@ -33,14 +33,14 @@ from toktts.errors import TokttsError
 from toktts.files import write_atomic, writing
 from toktts.longform import chunk_chars_for
 from toktts.model import TokTTS, guided_attention_loss
-from toktts.text import VOCAB
+from toktts.phonemes import text_vocab
 
 log = logging.getLogger(__name__)
 
 
 def complete_model_config(cfg: Config) -> Config:
     """Fill in the vocabulary sizes the model takes from the text module and the codec."""
-    cfg.model.text_vocab_size = len(VOCAB)
+    cfg.model.text_vocab_size = len(text_vocab(cfg.model.text_input))
     cfg.model.n_codebooks = cfg.codec.n_codebooks
     cfg.model.codebook_size = cfg.codec.codebook_size
     # The parts some training losses need: kept once made (a fine-tune may turn the loss off).
@@ -257,7 +257,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
         log_with=report or None, project_dir=t.output_dir,
     )
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-    train_set, val_set = TokenDataset(root, "train"), TokenDataset(root, "val")
+    train_set, val_set = (TokenDataset(root, split, cfg.model.text_input) for split in ("train", "val"))
     if not cfg.generate.chunk_chars:  # saved with the model: long text is cut to lengths it knows
         cfg.generate.chunk_chars = chunk_chars_for(train_set.texts)
     if accelerator.is_main_process:  # early, so that an unwritable output_dir fails before any work
@@ -355,8 +355,9 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
                 frames_seen, window_start = 0, time.monotonic()
             minutes = clock.total()
             # schedule=time: max_minutes of training in all; otherwise of this leg
-            out_of_time = t.max_minutes > 0 and (minutes if timed else minutes - minutes_before) >= t.max_minutes
-            out_of_time |= t.leg_minutes > 0 and minutes - minutes_before >= t.leg_minutes
+            spent = t.max_minutes > 0 and (minutes if timed else minutes - minutes_before) >= t.max_minutes
+            leg_done = not spent and t.leg_minutes > 0 and minutes - minutes_before >= t.leg_minutes
+            out_of_time = spent or leg_done
             last = step == t.max_steps or out_of_time
             if val_set and t.eval_every > 0 and (step % t.eval_every == 0 or last):
                 if accelerator.is_main_process:
@@ -372,10 +373,9 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
                 save(step, minutes)
             if out_of_time:
                 if accelerator.is_main_process:
-                    leg = t.leg_minutes > 0 and minutes - minutes_before >= t.leg_minutes
                     log.info("stopping at step %d: %s reached%s", step,
-                             f"train.leg_minutes={t.leg_minutes}" if leg else f"train.max_minutes={t.max_minutes}",
-                             "; --resume goes on" if leg else "")
+                             f"train.leg_minutes={t.leg_minutes}" if leg_done else f"train.max_minutes={t.max_minutes}",
+                             "; --resume goes on" if leg_done else "")
                 break
 
     accelerator.wait_for_everyone()
