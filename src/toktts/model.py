@@ -103,6 +103,14 @@ class Block(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
+    def zero_residuals(self) -> None:
+        """Zero the projections that write into the residual stream: the block becomes the
+        identity, so it can be added to a trained model without changing what that model does."""
+        for layer in (self.self_attn.out, self.cross_attn.out if self.cross_attn else None, self.mlp[2]):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+
 
 class ConvPrenet(nn.Module):
     """Residual 1-D convolutions over the characters, so that each sees its neighbours before

@@ -197,8 +197,9 @@ def make_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.AdamW:
 
 def init_weights(model: TokTTS, directory: str) -> None:
     """Start from a model directory's weights (fine-tuning). Parts the new config adds (the
-    "no text" memory, the CTC head, an encoder prenet) keep their fresh initialisation; any other difference is an
-    error naming the first mismatching tensor."""
+    "no text" memory, the CTC head, an encoder prenet) keep their fresh initialisation, and
+    transformer blocks it adds on top of the encoder's or the decoder's start as the identity;
+    any other difference is an error naming the first mismatching tensor."""
     source, _, _ = load_model_dir(directory)
     ours, theirs = model.state_dict(), source.state_dict()
     for name, tensor in theirs.items():
@@ -209,6 +210,10 @@ def init_weights(model: TokTTS, directory: str) -> None:
                 "use the same model sizes and codec as that model"
             )
     model.load_state_dict(theirs, strict=False)
+    for stack in ("encoder", "decoder"):
+        for i, block in enumerate(getattr(model, stack).blocks):
+            if f"{stack}.blocks.{i}.norm1.weight" not in theirs:
+                block.zero_residuals()  # a new block: what the source model did, unchanged
     log.info("weights from %s (%d tensors; %d new)", directory, len(theirs), len(ours) - len(theirs))
 
 
