@@ -91,3 +91,18 @@ def tiny_tts(seed: int = 0, max_seconds: float | None = None):
         cfg.generate.max_seconds = max_seconds
     torch.manual_seed(seed)
     return TTS(TokTTS(cfg.model).eval(), cfg, codec, torch.device("cpu"))
+
+
+def batch(model, B=2, L=7, T=9, seed=0):
+    """A random (text (B, L), lengths (B,), tokens (B, N, S)) batch for `model`: the first item
+    L characters long, the others 2 shorter (padded), every one T frames."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randint(1, 30, (B, L), generator=g)
+    text_lengths = torch.tensor([L] + [L - 2] * (B - 1))
+    text[1:, L - 2 :] = 0
+    lay = model.layout
+    codes = torch.randint(0, lay.codebook_size, (B, lay.n_codebooks, T), generator=g)
+    tokens = lay.tokens(codes, torch.full((B,), T))
+    return text, text_lengths, tokens

@@ -84,7 +84,7 @@ def test_no_usable_audio_is_a_clear_error_with_counts(corpus, tmp_path, codec_fi
 
 def test_clip_seconds_and_max_seconds(corpus, tmp_path):
     cfg = config(corpus, tmp_path / "cache", "data.clip_seconds=0.5")
-    data = TokenDataset(prepare(cfg, progress=False), "train")
+    data = TokenDataset(prepare(cfg, progress=False), "train", "chars")
     assert (data.frames == math.ceil(0.5 * cfg.codec.frame_rate)).all()  # every clip cut to 0.5 s
     cfg = config(corpus, tmp_path / "cache", "data.min_seconds=0", "data.max_seconds=0.01")
     with pytest.raises(TokttsError, match="no usable audio.*too_long"):
@@ -94,9 +94,9 @@ def test_clip_seconds_and_max_seconds(corpus, tmp_path):
 def test_noise_copies_add_training_rows_only(corpus, tmp_path):
     plain = prepare(config(corpus, tmp_path / "a"), progress=False)
     noisy = prepare(config(corpus, tmp_path / "b", "data.noise_copies=1"), progress=False)
-    a, b = TokenDataset(plain, "train"), TokenDataset(noisy, "train")
+    a, b = TokenDataset(plain, "train", "chars"), TokenDataset(noisy, "train", "chars")
     assert len(b) == 2 * len(a)
-    assert len(TokenDataset(noisy, "val")) == len(TokenDataset(plain, "val"))
+    assert len(TokenDataset(noisy, "val", "chars")) == len(TokenDataset(plain, "val", "chars"))
     assert sum("~noise1" in i for i in b.ids) == len(a)
 
 
@@ -111,11 +111,11 @@ def test_interrupted_prepare_resumes_from_finished_shards(corpus, tmp_path):
     (root / "train-00002.tmp").mkdir()
     assert cache_dir(cfg) == root
     with pytest.raises(Exception, match="incomplete"):
-        TokenDataset(root, "train")  # never trusted without its manifest
+        TokenDataset(root, "train", "chars")  # never trusted without its manifest
     prepare(cfg, progress=False)
     assert first.stat().st_mtime_ns == stamp  # finished shards are not redone
     assert (root / "train-00002" / "codes.npy").is_file()
-    assert len(TokenDataset(root, "train")) == 9
+    assert len(TokenDataset(root, "train", "chars")) == 9
 
 
 def test_prepares_started_at_once_take_turns(corpus, tmp_path, caplog):
@@ -127,7 +127,7 @@ def test_prepares_started_at_once_take_turns(corpus, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="toktts.data"), ThreadPoolExecutor(2) as pool:
         roots = list(pool.map(lambda _: prepare(cfg, progress=False), range(2)))
     assert roots[0] == roots[1]
-    assert len(TokenDataset(roots[0], "train")) == 9 and len(TokenDataset(roots[0], "val")) == 1
+    assert len(TokenDataset(roots[0], "train", "chars")) == 9 and len(TokenDataset(roots[0], "val", "chars")) == 1
     assert "another prepare is building the token cache" in caplog.text
 
 
@@ -178,7 +178,7 @@ def test_bucket_batches_respect_the_budget_and_cover_everything():
 
 def test_collate_shapes(corpus, tmp_path):
     cfg = config(corpus, tmp_path / "cache")
-    data = TokenDataset(prepare(cfg, progress=False), "train")
+    data = TokenDataset(prepare(cfg, progress=False), "train", "chars")
     layout = Layout("delay", cfg.codec.n_codebooks, cfg.codec.codebook_size)
     batch = collate(data, [0, 1, 2], layout)
     B, K = 3, cfg.codec.n_codebooks

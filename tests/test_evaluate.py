@@ -233,7 +233,7 @@ def test_val_split_rules(model, val_corpus, tmp_path):
     _, train_corpus, cfg = model
     # The model's own corpus: exactly the rows its training held out.
     rows, rule = split_rows(train_corpus, "val", cfg)
-    assert [u.id for u in rows] == TokenDataset(cache_dir(cfg), "val").ids and "held out" in rule
+    assert [u.id for u in rows] == TokenDataset(cache_dir(cfg), "val", "chars").ids and "held out" in rule
     assert len(split_rows(train_corpus, "all", cfg)[0]) == 6
     # Another corpus: the packaged validation ids, less any sentence the model trained on,
     # recognised by its text (here under a validation id) ...

@@ -129,14 +129,14 @@ def test_killed_prepare_resumes_without_redoing_finished_shards(corpus, tmp_path
     assert (root / "train-00000" / "meta.json").is_file() and (root / "train-00001.tmp" / "meta.json").is_file()
     assert not (root / "manifest.json").exists()
     with pytest.raises(TokttsError, match="incomplete"):
-        TokenDataset(root, "train")  # never trusted without its manifest
+        TokenDataset(root, "train", "chars")  # never trusted without its manifest
     finished = (root / "train-00000" / "codes.npy").stat().st_mtime_ns
 
     prepare(cfg, progress=False)
     assert (root / "train-00000" / "codes.npy").stat().st_mtime_ns == finished  # not redone
-    resumed = TokenDataset(root, "train")
+    resumed = TokenDataset(root, "train", "chars")
     whole = TokenDataset(prepare(load_config([DEMO], [*overrides, f"data.cache_dir={tmp_path / 'ref'}"]),
-                                 progress=False), "train")
+                                 progress=False), "train", "chars")
     assert resumed.ids == whole.ids and len(resumed) == 9
     for i in range(len(whole)):
         np.testing.assert_array_equal(resumed.codes(i), whole.codes(i))
@@ -176,7 +176,7 @@ def test_full_disk_while_preparing_keeps_the_finished_shards(corpus, tmp_path):
                           "free some space or choose another data.cache_dir")
     assert contents(root) == written  # finished shards untouched, no partial shard or manifest
     prepare(cfg, progress=False)
-    assert len(TokenDataset(root, "val")) == 1
+    assert len(TokenDataset(root, "val", "chars")) == 1
 
 
 def test_full_disk_while_saying_leaves_the_old_file(reference, tmp_path):

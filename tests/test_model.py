@@ -4,6 +4,8 @@ import torch
 from toktts.config import ModelConfig
 from toktts.model import TokTTS, guided_attention_loss, sample
 
+from helpers import batch
+
 
 def tiny(layout="delay", K=2, C=16, **kw):
     cfg = ModelConfig(
@@ -12,17 +14,6 @@ def tiny(layout="delay", K=2, C=16, **kw):
     )
     torch.manual_seed(0)
     return TokTTS(cfg).eval()
-
-
-def batch(model, B=2, L=7, T=9, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    text = torch.randint(1, 30, (B, L), generator=g)
-    text_lengths = torch.tensor([L] + [L - 2] * (B - 1))
-    text[1:, L - 2 :] = 0
-    lay = model.layout
-    codes = torch.randint(0, lay.codebook_size, (B, lay.n_codebooks, T), generator=g)
-    tokens = lay.tokens(codes, torch.full((B,), T))
-    return text, text_lengths, tokens
 
 
 @pytest.mark.parametrize("layout", ["delay", "flatten"])

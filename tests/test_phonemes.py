@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
 
 from toktts.config import load_config
 from toktts.errors import TokttsError
-from toktts.phonemes import PHONEME_VOCAB, encode_texts, phonemize, text_vocab
+from toktts import phonemes
+from toktts.phonemes import PHONEME_VOCAB, encode_texts, espeak_version, phonemize, text_vocab
 from toktts.text import VOCAB, normalize
 
 from helpers import DEMO, tiny_overrides
@@ -33,7 +35,7 @@ def test_phonemes_say_how_a_spelling_sounds():
 def test_punctuation_is_kept_and_empty_texts_keep_their_place():
     said = phonemize('well, "yes": no; maybe! why? so.')
     assert [c for c in said if c in ',":;!?.'] == list(',"":;!?.')
-    # phonemizer drops empty lines from a batch and shifts the rest; one text a call does not
+    # each text keeps its place (phonemizer itself drops empty texts from a batch and shifts the rest)
     ids = encode_texts(["", "a", "  "], "phonemes")
     assert ids[0] == [] and ids[2] == [] and PHONEME_VOCAB.decode(ids[1]) == phonemize("a") != ""
     assert encode_texts(["a b."], "chars") == [VOCAB.encode("a b.")]
@@ -48,18 +50,32 @@ def test_every_symbol_espeak_writes_for_the_validation_sentences_is_in_the_vocab
     assert all(len(ids) > 0 for ids in encode_texts(texts, "phonemes"))
 
 
+def test_without_phonemizer_phonemes_are_one_line_saying_what_to_install(monkeypatch):
+    phonemes._backend.cache_clear()
+    monkeypatch.setitem(sys.modules, "phonemizer.backend", None)  # as if it were not installed
+    try:
+        with pytest.raises(TokttsError, match=r"pip install 'toktts\[phonemes\]' and apt-get install espeak-ng") as e:
+            encode_texts(["a word never phonemized before"], "phonemes")
+        assert "\n" not in str(e.value)
+    finally:
+        phonemes._backend.cache_clear()
+
+
 @pytest.mark.slow
 def test_a_model_trained_on_phonemes_reads_phonemes_at_synthesis(corpus, tmp_path):
-    from toktts.data import prepare
+    from toktts.data import TokenDataset, prepare
     from toktts.inference import TTS
     from toktts.train import train
 
     out = tmp_path / "ph"
     cfg = load_config([DEMO], tiny_overrides(corpus, out, **{"model.text_input": "phonemes", "train.max_steps": 2}))
-    prepare(cfg, progress=False)  # the token cache holds text, not ids: shared with character models
+    root = prepare(cfg, progress=False)  # the token cache holds text, not ids: shared with character models
+    data = TokenDataset(root, "train", "phonemes")
+    assert PHONEME_VOCAB.decode(data.text_ids[0]) == phonemize(data.texts[0])  # what training reads
     train(cfg, progress=False)
     meta = json.loads((out / "config.json").read_text())
     assert meta["model"]["text_input"] == "phonemes" and meta["text_vocab"] == list(PHONEME_VOCAB.chars)
+    assert meta["espeak_version"] == espeak_version()
 
     tts = TTS.from_pretrained(out)
     assert tts.model.state_dict()["encoder.embed.weight"].shape[0] == len(PHONEME_VOCAB)

@@ -40,7 +40,7 @@ def test_prepare_builds_a_cache_once(corpus, trained):
     cfg = load_config([DEMO], overrides)
     from toktts.data import TokenDataset, cache_dir
 
-    train = TokenDataset(cache_dir(cfg), "train")
+    train = TokenDataset(cache_dir(cfg), "train", "chars")
     assert len(train) == 9
     codes = train.codes(0)
     assert codes.shape[0] == cfg.codec.n_codebooks and codes.max() < 32  # (K, T) codes within the codebook

@@ -10,8 +10,7 @@ from toktts.errors import TokttsError
 from toktts.model import TokTTS
 from toktts.train import init_weights
 
-from helpers import tiny_tts
-from test_model import batch
+from helpers import batch, tiny_tts
 
 
 def test_blocks_added_on_top_start_as_the_identity_then_learn(tmp_path):
@@ -35,10 +34,14 @@ def test_blocks_added_on_top_start_as_the_identity_then_learn(tmp_path):
         assert model.get_parameter(name).grad.abs().sum() > 0, name
 
 
-def test_a_narrower_model_does_not_start_from_a_wider_one(tmp_path):
+def test_a_model_of_another_width_or_text_input_is_refused_by_name(tmp_path):
     base = tiny_tts()
     base.save_pretrained(tmp_path / "base")
     cfg = copy.deepcopy(base.cfg.model)
     cfg.enc_dim = 64
-    with pytest.raises(TokttsError, match="does not fit this model"):
+    with pytest.raises(TokttsError, match=r"does not fit this model \(\S+: \([\d, ]*32\) vs \([\d, ]*64\)\); use the same model sizes"):
+        init_weights(TokTTS(cfg), str(tmp_path / "base"))
+    cfg = copy.deepcopy(base.cfg.model)
+    cfg.text_input = "phonemes"  # its embedding has more rows, but that is not the news
+    with pytest.raises(TokttsError, match="reads chars, this model reads phonemes: train it from scratch"):
         init_weights(TokTTS(cfg), str(tmp_path / "base"))

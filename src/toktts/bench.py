@@ -31,7 +31,7 @@ from toktts.errors import TokttsError
 from toktts.devices import autocast, num_threads, resolve_device
 from toktts.inference import TTS
 from toktts.model import TokTTS
-from toktts.text import VOCAB
+from toktts.phonemes import text_vocab
 from toktts.train import complete_model_config, make_optimizer, train_step
 
 # LJSpeech reads ~15 characters per second of audio; a 2 s clip of the old `clip_seconds` mode
@@ -96,7 +96,7 @@ def random_batch(
     """A batch shaped like `data.collate`'s: text (B, L), text_lengths (B,), tokens (B, N, S),
     frames (B,); every item has `frames` frames and `text_chars` characters."""
     g = torch.Generator().manual_seed(seed)
-    text = torch.randint(1, len(VOCAB), (batch_size, text_chars), generator=g)
+    text = torch.randint(1, len(text_vocab(cfg.model.text_input)), (batch_size, text_chars), generator=g)
     codes = torch.randint(0, cfg.codec.codebook_size, (batch_size, cfg.codec.n_codebooks, frames), generator=g)
     lengths = torch.full((batch_size,), frames)
     batch = {

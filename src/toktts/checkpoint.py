@@ -37,7 +37,7 @@ from toktts.codecs import Codec, build_codec
 from toktts.config import Config, config_from_dict
 from toktts.errors import TokttsError
 from toktts.model import TokTTS
-from toktts.phonemes import text_vocab
+from toktts.phonemes import espeak_version, text_vocab
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -76,6 +76,8 @@ def save_model_dir(
         state = {k: v.contiguous() for k, v in state.items()}
         (stage / "model.safetensors").write_bytes(safetensors.torch.save(state, metadata={"format": "pt"}))
         meta = {"format_version": FORMAT_VERSION, "text_vocab": list(text_vocab(cfg.model.text_input).chars), **cfg.to_dict()}
+        if cfg.model.text_input == "phonemes":  # what espeak-ng writes changes between versions
+            meta["espeak_version"] = espeak_version()
         (stage / "config.json").write_text(json.dumps(meta, indent=2))
         (directory / "config.json").unlink(missing_ok=True)  # incomplete until config.json is back
         for name in sorted(os.listdir(stage), key=lambda name: name == "config.json"):
@@ -142,6 +144,7 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
         raise TokttsError(f"{str(config_path)!r} is not a model config ({e}); {damaged}") from None
     vocab = meta.pop("text_vocab", None)
     meta.pop("format_version", None)
+    trained_espeak = meta.pop("espeak_version", None)
     missing = [name for name in ("data", "codec", "model", "generate") if not isinstance(meta.get(name), dict)]
     if missing:
         raise TokttsError(f"{str(config_path)!r} lacks the section(s) {', '.join(missing)}; {damaged}")
@@ -158,6 +161,9 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
             f"model {str(directory)!r} was trained with another text vocabulary; use the toktts version "
             "that trained it or retrain"
         )
+    if cfg.model.text_input == "phonemes" and trained_espeak != espeak_version():
+        log.warning("model %s was trained on the phonemes of espeak-ng %s, this is %s: it may read some words "
+                    "otherwise", directory, trained_espeak, espeak_version())
     try:
         model = TokTTS(cfg.model)
     except (AssertionError, RuntimeError, ValueError) as e:  # e.g. a width not divisible by the heads

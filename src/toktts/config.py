@@ -64,6 +64,9 @@ class DataConfig:
     shard_size: int = 512  # utterances per cache shard (resume granularity)
 
 
+TEXT_INPUTS = ("chars", "phonemes")  # what the encoder can read (model.text_input; toktts.phonemes)
+
+
 @dataclass
 class ModelConfig:
     """Encoder-decoder transformer sizes; the vocabulary sizes are filled in from text and codec."""
@@ -357,7 +360,7 @@ RULES: dict[str, Rule] = {
     "model.dropout": _FRACTION,
     "model.input_dropout": _FRACTION,
     "model.dec_window": Rule(1, 1_000_000, zero=True, hint="0 = every earlier step"),
-    "model.text_input": Rule(choices=("chars", "phonemes")),
+    "model.text_input": Rule(choices=TEXT_INPUTS),
     "model.text_vocab_size": _NATURAL,
     "model.n_codebooks": _NATURAL,
     "model.codebook_size": _NATURAL,

@@ -408,7 +408,7 @@ def _problems_line(skipped: dict[str, int], clipped: int, n_utterances: int, roo
 def prepare_summary(root: Path) -> str:
     m = json.loads((root / "manifest.json").read_text())
     skipped = {k: v for k, v in m["skipped"].items() if v}
-    ds = TokenDataset(root, "train")
+    ds = TokenDataset(root, "train", "chars")  # its frames only
     minutes = ds.frames.sum() / ds.frame_rate / 60
     amount = f"{minutes / 60:.2f} h" if minutes >= 60 else f"{minutes:.1f} min"
     clipped = f"; clipped (kept): {m['clipped']}" if m.get("clipped") else ""
@@ -419,7 +419,7 @@ def prepare_summary(root: Path) -> str:
 class TokenDataset:
     """The utterances of one split of a token cache: codes memory-mapped, text ids in memory."""
 
-    def __init__(self, root: str | Path, split: str, text_input: str = "chars"):
+    def __init__(self, root: str | Path, split: str, text_input: str):
         self.root = Path(root)
         manifest_path = self.root / "manifest.json"
         if not manifest_path.is_file():
@@ -438,6 +438,8 @@ class TokenDataset:
                 self.texts.append(text)
             self._codes.append(codes)
         self._rows = np.array(rows, dtype=np.int64).reshape(-1, 3)
+        if text_input != "chars":
+            log.info("reading the %s of %d %s texts", text_input, len(self.texts), split)
         self.text_ids = [np.array(ids, dtype=np.int64) for ids in encode_texts(self.texts, text_input)]
         self.frames = self._rows[:, 2]
 

@@ -213,7 +213,7 @@ def _figure_png(audios: dict[str, np.ndarray], rate: int, attention: np.ndarray 
         axes[-1].imshow(attention, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
         axes[-1].set_title("cross-attention, decoder layer 1, mean over heads", fontsize=9, loc="left")
         axes[-1].set_xlabel("decoder step")
-        axes[-1].set_ylabel("character")
+        axes[-1].set_ylabel("text token")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
@@ -310,6 +310,7 @@ def _synthesize_all(
         timing["generate"] += t1 - t0
         timing["decode"] += t2 - t1
 
+        read = [len(ids) for ids in encode_texts(spoken, tts.cfg.model.text_input)]  # text tokens
         refs = [load_audio(s.utt.wav_path, rate) for s in batch]
         resynthesized, forced = resynthesize_and_teacher_force(tts, refs, spoken)
         for b, s in enumerate(batch):
@@ -323,7 +324,7 @@ def _synthesize_all(
                 png = _figure_png(audios, rate, None)
             else:
                 steps = min(layout.n_steps(s.frames), attention.shape[1])
-                png = _figure_png(audios, rate, attention[b, :steps, : len(encode_texts([s.spoken], tts.cfg.model.text_input)[0])].T)
+                png = _figure_png(audios, rate, attention[b, :steps, : read[b]].T)
             (out / "figures" / f"{s.utt.id}.png").write_bytes(png)
         bar.update(len(batch))
     bar.close()

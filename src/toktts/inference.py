@@ -301,8 +301,12 @@ class TTS:
             return spoken, self.model.generate(*args, **kwargs)
 
     def _text_batch(self, spoken: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised texts -> (B, L) padded character ids and (B,) lengths, on the device."""
+        """Normalised texts -> (B, L) padded ids of what the model reads (characters or
+        phonemes) and (B,) lengths, on the device."""
         ids = encode_texts(spoken, self.cfg.model.text_input)
+        empty = [s for s, row in zip(spoken, ids) if not row]
+        if empty:
+            raise TokttsError(f"nothing to read in {empty[0]!r} as {self.cfg.model.text_input}; give words to say")
         text = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
         for b, row in enumerate(ids):
             text[b, : len(row)] = torch.tensor(row)

@@ -1,4 +1,4 @@
-"""What the model reads: characters (always, by default) or espeak-ng phonemes (a diagnostic).
+"""What the model reads: characters (the default) or espeak-ng phonemes (a diagnostic).
 
 toktts reads characters: spelling-to-sound is the model's to learn. To measure how much of what a
 voice gets wrong is spelling-to-sound, the same model can be trained on espeak-ng's IPA phonemes
@@ -7,24 +7,29 @@ the pauses the model learns from commas and periods stay:
 
     encode_texts(["though, tough."], "phonemes")  # the ids of "ðˈoʊ, tˈʌf."
 
-The phoneme vocabulary is the character vocabulary followed by the IPA symbols espeak-ng writes
-for en-us, so a character keeps its id. Phonemes need the `phonemizer` package and the espeak-ng
-library (`pip install 'toktts[phonemes]'`, `apt-get install espeak-ng`); characters need nothing.
+The phoneme vocabulary is the character vocabulary (punctuation and the letters espeak-ng also
+writes) followed by the other IPA symbols espeak-ng writes for en-us; a symbol outside it is
+dropped with a warning. A phoneme model is trained from scratch: it cannot start from a character
+voice. Phonemes need the `phonemizer` package and the espeak-ng library (`pip install
+'toktts[phonemes]'`, `apt-get install espeak-ng`); characters need nothing. What espeak-ng writes
+depends on its version, which a phoneme model's config.json records (`espeak_version`).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import threading
 from collections.abc import Sequence
 
+from toktts.config import TEXT_INPUTS
 from toktts.errors import TokttsError
 from toktts.text import VOCAB, Vocab
 
-__all__ = ["PHONEME_VOCAB", "TEXT_INPUTS", "encode_texts", "phonemize", "text_vocab"]
+__all__ = ["PHONEME_VOCAB", "encode_texts", "espeak_version", "phonemize", "text_vocab"]
 
-TEXT_INPUTS = ("chars", "phonemes")
+log = logging.getLogger(__name__)
 
 # Stress, length, the syllabic mark (U+0329), then the IPA letters of espeak-ng's en-us output
 # beyond a-z: a character vocabulary extended, so every character keeps its id.
@@ -36,11 +41,13 @@ PHONEME_VOCAB = Vocab(VOCAB.chars + tuple(_IPA))
 _MARKS = ';:,.!?"'
 _SPACES = re.compile(r"\s+")
 _lock = threading.Lock()  # one espeak-ng instance per process, not safe to share between threads
+_unknown: set[str] = set()  # symbols already reported as dropped
 
 
 @functools.lru_cache(maxsize=1)
 def _backend():
-    hint = "phoneme input needs phonemizer and espeak-ng: pip install 'toktts[phonemes]' and apt-get install espeak-ng"
+    hint = ("phoneme input (model.text_input: phonemes) needs phonemizer and espeak-ng: pip install "
+            "'toktts[phonemes]' and apt-get install espeak-ng (or set PHONEMIZER_ESPEAK_LIBRARY)")
     try:
         from phonemizer.backend import EspeakBackend
         from phonemizer.separator import Separator
@@ -48,9 +55,14 @@ def _backend():
         raise TokttsError(hint) from None
     try:
         backend = EspeakBackend("en-us", preserve_punctuation=True, with_stress=True, punctuation_marks=_MARKS)
-    except RuntimeError as e:  # the espeak-ng library is not installed
+    except (RuntimeError, OSError) as e:  # the espeak-ng library is missing or does not load
         raise TokttsError(f"{hint} ({e})") from None
     return backend, Separator(phone="", word=" ")
+
+
+def espeak_version() -> str:
+    """The version of the espeak-ng library phonemes come from, e.g. "1.51"."""
+    return ".".join(map(str, _backend()[0].version()))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -75,6 +87,14 @@ def text_vocab(text_input: str) -> Vocab:
 def encode_texts(texts: Sequence[str], text_input: str) -> list[list[int]]:
     """Normalised texts -> the ids the model reads, one list per text."""
     vocab = text_vocab(text_input)
-    if text_input == "phonemes":
-        texts = [phonemize(t) for t in texts]
-    return [vocab.encode(t) for t in texts]
+    if text_input == "chars":
+        return [vocab.encode(t) for t in texts]
+    out = []
+    for text in texts:
+        said = phonemize(text)
+        unknown = set(said) - set(vocab.chars) - _unknown
+        if unknown:
+            _unknown.update(unknown)
+            log.warning("espeak-ng wrote %s, not in the phoneme vocabulary: dropped", ", ".join(sorted(map(repr, unknown))))
+        out.append(vocab.encode("".join(c for c in said if c in vocab.chars[1:])))
+    return out

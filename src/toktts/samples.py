@@ -24,7 +24,7 @@ def write_samples(
     out = Path(out_dir) if out_dir else Path(model_dir or cfg.train.output_dir) / "samples"
     for split in ("train", "val"):
         try:
-            dataset = TokenDataset(root, split)
+            dataset = TokenDataset(root, split, tts.cfg.model.text_input)
         except TokttsError:
             raise TokttsError(f"no token cache at {str(root)!r}; run `toktts prepare` with this config") from None
         rows = list(range(min(limit, len(dataset))))

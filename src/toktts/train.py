@@ -200,7 +200,13 @@ def init_weights(model: TokTTS, directory: str) -> None:
     "no text" memory, the CTC head, an encoder prenet) keep their fresh initialisation, and
     transformer blocks it adds on top of the encoder's or the decoder's start as the identity;
     any other difference is an error naming the first mismatching tensor."""
-    source, _, _ = load_model_dir(directory)
+    source, source_cfg, _ = load_model_dir(directory)
+    if source_cfg.model.text_input != model.cfg.text_input:
+        raise TokttsError(
+            f"train.init_from {directory!r} reads {source_cfg.model.text_input}, this model reads "
+            f"{model.cfg.text_input}: train it from scratch (--set train.init_from=) or set model.text_input="
+            f"{source_cfg.model.text_input}"
+        )
     ours, theirs = model.state_dict(), source.state_dict()
     for name, tensor in theirs.items():
         if name not in ours or ours[name].shape != tensor.shape:
