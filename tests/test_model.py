@@ -377,6 +377,34 @@ def test_ctc_loss_reaches_the_decoder_and_skips_dropped_items():
     assert none.item() == 0
 
 
+def test_phoneme_loss_teaches_the_encoder_alone_and_can_be_learned():
+    model = tiny(phoneme_head=True, phoneme_vocab_size=12).train()
+    text, text_lengths, tokens = batch(model, L=7)  # lengths 7 and 5: 14 and 10 CTC frames
+    phonemes = torch.tensor([[3, 4, 4, 5, 6, 7, 8, 9, 10], [2, 11, 2, 0, 0, 0, 0, 0, 0]])
+    lengths = torch.tensor([9, 3])  # more phonemes than the first item's 7 characters
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(40):
+        model(text, text_lengths, tokens)
+        loss = model.phoneme_loss(text_lengths, phonemes, lengths)
+        optimizer.zero_grad()
+        loss.backward()
+        if not losses:
+            assert model.encoder.blocks[0].mlp[0].weight.grad.abs().max() > 0
+            assert all(p.grad is None or p.grad.abs().max() == 0 for p in model.decoder.parameters())
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[0] > 1 and losses[-1] < 0.2 * losses[0]  # the encoder can spell them out
+    # padding characters never count: changing what follows the second text's end changes nothing
+    model.eval()
+    with torch.no_grad():
+        model(text, text_lengths, tokens)
+        before = model.phoneme_loss(text_lengths, phonemes, lengths)
+        text[1, 5:] = 3  # was padding
+        model(text, text_lengths, tokens)
+        torch.testing.assert_close(model.phoneme_loss(text_lengths, phonemes, lengths), before)
+
+
 def test_own_samples_keep_specials_and_shift_by_one():
     from toktts.train import own_samples
 

@@ -316,17 +316,17 @@ def test_two_processes_stop_together_on_the_clock(corpus, tmp_path):
 
 def test_fine_tune_with_every_lever_then_guided_say(trained, tmp_path):
     """A model fine-tuned from `trained` on tokens of its own codec, with the "no text" memory,
-    CTC, self-sampling, input noise of neighbouring codes, codebook weights, input dropout and a
-    fourth convolution in the encoder prenet (demo.yaml's three come from the base); then spoken
-    with guidance."""
+    CTC, phonemes from the encoder, self-sampling, input noise of neighbouring codes, codebook
+    weights, input dropout, a fourth convolution in the encoder prenet (demo.yaml's three come
+    from the base) and a second encoder block; then spoken with guidance."""
     base, overrides = trained
     out = tmp_path / "tuned"
     levers = dict(
         overrides_for(overrides, out),
         **{"data.codec_from": base, "train.init_from": base, "train.max_steps": 2, "train.text_dropout": 0.5,
-           "train.ctc_weight": 0.5, "train.self_sampling": 0.5, "train.codebook_weights": "4,1,1,1",
+           "train.ctc_weight": 0.5, "train.phoneme_weight": 0.5, "train.self_sampling": 0.5, "train.codebook_weights": "4,1,1,1",
            "train.input_noise": 0.3, "train.input_noise_near": 8,
-           "model.input_dropout": 0.2, "model.enc_conv_layers": 4, "generate.cfg_scale": 2.0},
+           "model.input_dropout": 0.2, "model.enc_conv_layers": 4, "model.enc_layers": 2, "generate.cfg_scale": 2.0},
     )
     new = [f"{k}={v}" for k, v in levers.items()]
     proc = toktts("prepare", "--config", DEMO, *sets(new))
@@ -337,9 +337,10 @@ def test_fine_tune_with_every_lever_then_guided_say(trained, tmp_path):
     assert (cache_dir(cfg) / "codec.safetensors").read_bytes() == (base / "codec.safetensors").read_bytes()
     toktts("train", "--config", DEMO, *sets(new))
     history = _history(out)
-    assert all(np.isfinite(h["loss"]) and h["ctc"] > 0 for h in history)
+    assert all(np.isfinite(h["loss"]) and h["ctc"] > 0 and h["phon"] > 0 for h in history)
     saved = json.loads((out / "config.json").read_text())
-    assert saved["model"]["unconditional"] and saved["model"]["ctc_head"] and saved["model"]["enc_conv_layers"] == 4
+    assert saved["model"]["unconditional"] and saved["model"]["ctc_head"] and saved["model"]["phoneme_head"]
+    assert saved["model"]["enc_conv_layers"] == 4 and saved["model"]["enc_layers"] == 2
     assert saved["generate"]["cfg_scale"] == 2.0
     wav = tmp_path / "g.wav"
     toktts("say", "Hello there.", "--model", str(out), "-o", str(wav), "--seed", "3")

@@ -97,6 +97,8 @@ class ModelConfig:
     text_input: str = "chars"
     unconditional: bool = False  # a learned "no text" memory for classifier-free guidance
     ctc_head: bool = False  # a head from decoder states to characters (train.ctc_weight)
+    phoneme_head: bool = False  # a head from encoder states to espeak-ng phonemes (train.phoneme_weight)
+    phoneme_vocab_size: int = 0  # set from toktts.phonemes when phoneme_head is on
     text_vocab_size: int = 0  # set from the text input's vocabulary (toktts.phonemes.text_vocab)
     n_codebooks: int = 0  # set from the codec
     codebook_size: int = 0  # set from the codec
@@ -150,6 +152,10 @@ class TrainConfig:
     text_dropout: float = 0.0
     # Weight of a CTC loss making the decoder's last states spell the text they speak.
     ctc_weight: float = 0.0
+    # Weight of a CTC loss making the encoder's states (two per character) say espeak-ng's
+    # phonemes of their text: the encoder must learn how each spelling sounds. The model still
+    # reads characters; espeak-ng is needed in training only.
+    phoneme_weight: float = 0.0
     init_from: str = ""  # a model directory whose weights start a new run (fine-tuning)
     eval_every: int = 250
     eval_batches: int = 8
@@ -362,6 +368,7 @@ RULES: dict[str, Rule] = {
     "model.dec_window": Rule(1, 1_000_000, zero=True, hint="0 = every earlier step"),
     "model.text_input": Rule(choices=TEXT_INPUTS),
     "model.text_vocab_size": _NATURAL,
+    "model.phoneme_vocab_size": _NATURAL,
     "model.n_codebooks": _NATURAL,
     "model.codebook_size": _NATURAL,
     "train.seed": SEED_RANGE,
@@ -389,6 +396,7 @@ RULES: dict[str, Rule] = {
     "train.codebook_weights": Rule(0, 1000),
     "train.text_dropout": _FRACTION,
     "train.ctc_weight": Rule(0, 100),
+    "train.phoneme_weight": Rule(0, 100),
     "train.eval_every": Rule(0, hint="0 = never"),
     "train.eval_batches": _COUNT,
     "train.save_every": _COUNT,

@@ -419,7 +419,7 @@ def prepare_summary(root: Path) -> str:
 class TokenDataset:
     """The utterances of one split of a token cache: codes memory-mapped, text ids in memory."""
 
-    def __init__(self, root: str | Path, split: str, text_input: str):
+    def __init__(self, root: str | Path, split: str, text_input: str, phonemes: bool = False):
         self.root = Path(root)
         manifest_path = self.root / "manifest.json"
         if not manifest_path.is_file():
@@ -441,6 +441,11 @@ class TokenDataset:
         if text_input != "chars":
             log.info("reading the %s of %d %s texts", text_input, len(self.texts), split)
         self.text_ids = [np.array(ids, dtype=np.int64) for ids in encode_texts(self.texts, text_input)]
+        # espeak-ng's phonemes of each text: the targets of train.phoneme_weight
+        self.phoneme_ids = None
+        if phonemes:
+            log.info("phonemizing %d %s texts", len(self.texts), split)
+            self.phoneme_ids = [np.array(ids, dtype=np.int64) for ids in encode_texts(self.texts, "phonemes")]
         self.frames = self._rows[:, 2]
 
     def __len__(self) -> int:
@@ -479,7 +484,8 @@ def bucket_batches(
 
 
 def collate(dataset: TokenDataset, indices: list[int], layout: Layout) -> dict[str, torch.Tensor]:
-    """A batch: text (B, L), text_lengths (B,), tokens (B, N, S), frames (B,)."""
+    """A batch: text (B, L), text_lengths (B,), tokens (B, N, S), frames (B,); and phonemes (B, P),
+    phoneme_lengths (B,) when the dataset has them."""
     texts = [dataset.text_ids[i] for i in indices]
     codes = [dataset.codes(i) for i in indices]
     B, K = len(indices), codes[0].shape[0]
@@ -492,4 +498,11 @@ def collate(dataset: TokenDataset, indices: list[int], layout: Layout) -> dict[s
         audio[b, :, : c.shape[1]] = torch.from_numpy(c)
     text_lengths = torch.tensor([len(t) for t in texts])
     frames = torch.tensor([c.shape[1] for c in codes])
-    return {"text": text, "text_lengths": text_lengths, "tokens": layout.tokens(audio, frames), "frames": frames}
+    batch = {"text": text, "text_lengths": text_lengths, "tokens": layout.tokens(audio, frames), "frames": frames}
+    if dataset.phoneme_ids is not None:
+        said = [dataset.phoneme_ids[i] for i in indices]
+        batch["phonemes"] = torch.zeros(B, max(1, max(len(p) for p in said)), dtype=torch.long)
+        for b, p in enumerate(said):
+            batch["phonemes"][b, : len(p)] = torch.from_numpy(p)
+        batch["phoneme_lengths"] = torch.tensor([len(p) for p in said])
+    return batch

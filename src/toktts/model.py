@@ -336,6 +336,9 @@ class TokTTS(nn.Module):
         self.null_memory = nn.Parameter(torch.zeros(1, 1, cfg.enc_dim)) if cfg.unconditional else None
         # Decoder states -> characters (id 0, the padding id, is CTC's blank).
         self.ctc = nn.Linear(cfg.dec_dim, cfg.text_vocab_size) if cfg.ctc_head else None
+        # Encoder states -> phonemes, two CTC frames per character (a spelling can have more
+        # phonemes than letters: "x" is "ks"); used in training only.
+        self.phonemes = nn.Linear(cfg.enc_dim, 2 * cfg.phoneme_vocab_size) if cfg.phoneme_head else None
         self.apply(self._init)
         # GPT-2 style: scale the residual projections down with depth.
         for name, p in self.named_parameters():
@@ -359,6 +362,7 @@ class TokTTS(nn.Module):
         `drop_text` (B,) is True get the "no text" memory instead (one valid position)."""
         text_mask = torch.arange(text.shape[1], device=text.device)[None] < text_lengths[:, None]
         memory = self.encoder(text, text_mask)
+        self.last_memory = memory  # (B, L, D) of every item, dropped or not: what the phoneme head reads
         if drop_text is not None:
             if self.null_memory is None:
                 raise ValueError("this model has no 'no text' memory (model.unconditional is off)")
@@ -437,6 +441,18 @@ class TokTTS(nn.Module):
             return log_probs.sum() * 0
         return F.ctc_loss(
             log_probs.transpose(0, 1), text, step_lengths, text_lengths, blank=0, reduction="mean", zero_infinity=True
+        )
+
+    def phoneme_loss(
+        self, text_lengths: torch.Tensor, phonemes: torch.Tensor, phoneme_lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """CTC of (B, P) phoneme ids from the last pass's encoder states, two frames per
+        character of each item's (B,) length: the encoder must know how its text sounds."""
+        B, L, _ = self.last_memory.shape
+        log_probs = self.phonemes(self.last_memory).float().view(B, 2 * L, -1).log_softmax(-1)  # (B, 2L, V_ph)
+        return F.ctc_loss(
+            log_probs.transpose(0, 1), phonemes, 2 * text_lengths, phoneme_lengths, blank=0, reduction="mean",
+            zero_infinity=True,
         )
 
     @torch.inference_mode()

@@ -33,7 +33,7 @@ from toktts.errors import TokttsError
 from toktts.files import write_atomic, writing
 from toktts.longform import chunk_chars_for
 from toktts.model import TokTTS, guided_attention_loss
-from toktts.phonemes import text_vocab
+from toktts.phonemes import PHONEME_VOCAB, text_vocab
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ def complete_model_config(cfg: Config) -> Config:
     # The parts some training losses need: kept once made (a fine-tune may turn the loss off).
     cfg.model.unconditional = cfg.model.unconditional or cfg.train.text_dropout > 0
     cfg.model.ctc_head = cfg.model.ctc_head or cfg.train.ctc_weight > 0
+    cfg.model.phoneme_head = cfg.model.phoneme_head or cfg.train.phoneme_weight > 0
+    cfg.model.phoneme_vocab_size = len(PHONEME_VOCAB) if cfg.model.phoneme_head else 0
     return cfg
 
 
@@ -106,6 +108,7 @@ class StepStats:
     guide: float
     frames: int
     ctc: float = 0.0
+    phon: float = 0.0
 
 
 @torch.no_grad()
@@ -158,8 +161,12 @@ def train_step(
         if t.ctc_weight > 0:
             ctc = core.ctc_loss(batch["text"], batch["text_lengths"], steps, keep)
             loss = loss + t.ctc_weight * ctc
+        phon = torch.zeros(())
+        if t.phoneme_weight > 0:
+            phon = core.phoneme_loss(batch["text_lengths"], batch["phonemes"], batch["phoneme_lengths"])
+            loss = loss + t.phoneme_weight * phon
     accelerator.backward(loss)
-    return StepStats(loss.item(), ce.item(), guide.item(), int(batch["frames"].sum()), ctc.item())
+    return StepStats(loss.item(), ce.item(), guide.item(), int(batch["frames"].sum()), ctc.item(), phon.item())
 
 
 @torch.no_grad()
@@ -268,7 +275,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
         log_with=report or None, project_dir=t.output_dir,
     )
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-    train_set, val_set = (TokenDataset(root, split, cfg.model.text_input) for split in ("train", "val"))
+    train_set, val_set = (TokenDataset(root, split, cfg.model.text_input, phonemes=cfg.train.phoneme_weight > 0)
+                          for split in ("train", "val"))
     if not cfg.generate.chunk_chars:  # saved with the model: long text is cut to lengths it knows
         cfg.generate.chunk_chars = chunk_chars_for(train_set.texts)
     if accelerator.is_main_process:  # early, so that an unwritable output_dir fails before any work
@@ -360,6 +368,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
             }
             if t.ctc_weight > 0:
                 record["ctc"] = sum(s.ctc for s in stats) / len(stats)
+            if t.phoneme_weight > 0:
+                record["phon"] = sum(s.phon for s in stats) / len(stats)
             if step % t.log_every == 0 or step == 1:
                 elapsed = time.monotonic() - window_start
                 record["frames_per_s"] = frames_seen / max(elapsed, 1e-9)
