@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # beyond a-z: a character vocabulary extended, so every character keeps its id.
 _IPA = "ˈˌː\u0329ɐɑɒæɔəɚɛɜɪʊʌᵻɾɹŋʃʒθðʔɡɬʲ"
 PHONEME_VOCAB = Vocab(VOCAB.chars + tuple(_IPA))
+_SYMBOLS = frozenset(PHONEME_VOCAB.chars[1:])  # what a phoneme text may hold (padding aside)
 
 # Marks kept through espeak-ng (it would drop them); the hyphen and apostrophe are not among them:
 # inside a word ("twenty-one", "don't") espeak-ng reads them as part of it.
@@ -92,9 +93,9 @@ def encode_texts(texts: Sequence[str], text_input: str) -> list[list[int]]:
     out = []
     for text in texts:
         said = phonemize(text)
-        unknown = set(said) - set(vocab.chars) - _unknown
+        unknown = set(said) - _SYMBOLS - _unknown
         if unknown:
             _unknown.update(unknown)
             log.warning("espeak-ng wrote %s, not in the phoneme vocabulary: dropped", ", ".join(sorted(map(repr, unknown))))
-        out.append(vocab.encode("".join(c for c in said if c in vocab.chars[1:])))
+        out.append(vocab.encode("".join(c for c in said if c in _SYMBOLS)))
     return out
