@@ -110,6 +110,23 @@ def test_a_graph_is_exported_once_and_never_used_for_other_weights(tmp_path, onn
     assert "is not this model's fp32 step graph" in caplog.text
 
 
+def test_weights_changed_in_place_are_the_ones_spoken(onnx_cache):
+    """The ONNX graph and the int8 copy are made from the weights a TTS had; after its model's
+    weights change in place (a training step, load_state_dict) they are made again."""
+    eager, fast = twins()
+    int8 = TTS(eager.model, eager.cfg, eager.codec, eager.device, precision="int8", backend="torch")
+    before, before8 = (tts.generate_tokens(TEXTS[:1], seed=0)[1]["tokens"] for tts in (fast, int8))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in eager.model.decoder.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * (p.abs().mean() + 0.01))
+    after, after8 = (tts.generate_tokens(TEXTS[:1], seed=0)[1]["tokens"] for tts in (fast, int8))
+    assert not torch.equal(before, after) and not torch.equal(before8, after8)
+    assert torch.equal(after, eager.generate_tokens(TEXTS[:1], seed=0)[1]["tokens"])
+    fresh8 = TTS(eager.model, eager.cfg, eager.codec, eager.device, precision="int8", backend="torch")
+    assert torch.equal(after8, fresh8.generate_tokens(TEXTS[:1], seed=0)[1]["tokens"])
+
+
 def test_int8_graph_computes_what_the_float_one_does():
     """int8 weights are approximate, so not the same tokens; the same logits within int8's error,
     step after step over the same inputs."""

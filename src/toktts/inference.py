@@ -62,6 +62,7 @@ class TTS:
         self._asked_backend = backend or "auto"
         self.backend = self._choose_backend(self._asked_backend)
         self._onnx: Any = None  # the OnnxDecoder, made on first use
+        self._weights = _weights_state(model)  # what the int8 copy and the ONNX graph were made from
 
     def _choose_backend(self, backend: str) -> str:
         """"torch" or "onnx" (ONNX Runtime runs the decoder steps of batches of up to
@@ -82,6 +83,18 @@ class TTS:
         if backend == "auto":
             return "onnx" if fits and onnx_decoder.available() else "torch"
         return backend
+
+    def _follow_weights(self) -> None:
+        """The int8 copy and the ONNX step graph hold the weights they were made from; when the
+        model's weights have changed in place since (a training step, `load_state_dict`), they
+        are made again, so a TTS always speaks with the weights its model has now."""
+        now = _weights_state(self.float_model)
+        if now == self._weights:
+            return
+        self._weights = now
+        self._onnx = None
+        if self.precision == "int8":
+            self.model = quantized(self.float_model)
 
     def _step_decoder(self) -> Any:
         """What runs the decoder steps: None (the model's own) or the ONNX Runtime one, made on
@@ -279,6 +292,7 @@ class TTS:
                                      seed=seed, max_seconds=max_seconds))
         seed, max_seconds = options.pop("seed"), options.pop("max_seconds")
         g = replace(self.cfg.generate, **{k: v for k, v in options.items() if v is not None})
+        self._follow_weights()
         if g.cfg_scale != 1.0 and self.model.null_memory is None:
             raise BadValue("cfg_scale", f"cfg_scale {g.cfg_scale} needs a model trained with train.text_dropout > 0; "
                            "this one was not: use cfg_scale=1")
@@ -315,6 +329,7 @@ class TTS:
     def teacher_forced(self, spoken: list[str], codes: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """The model's first-ranked tokens (B, N, S) at every step of real audio -- (B, K, T) codes,
         (B,) frame counts -- when the past it reads is the real one (see `TokTTS.predict`)."""
+        self._follow_weights()
         text, lengths = self._text_batch(spoken)
         tokens = self.model.layout.tokens(codes.to(self.device), frames.to(self.device))
         with autocast(self.device, self.precision):
@@ -352,6 +367,14 @@ BACKENDS = ("auto", "torch", "onnx")
 # 2 texts 8.0 / 5.9, 4 texts 10.1 / 10.7, 8 texts 18.6 / 26.4. Larger batches run eagerly: in
 # fp32 the same tokens either way.
 ONNX_MAX_ROWS = 4
+
+
+def _weights_state(model: torch.nn.Module) -> tuple:
+    """Changes when any parameter or buffer of `model` is written in place or replaced: each
+    tensor's storage and its version counter (which every in-place op bumps). Cheap: a few
+    hundred integers, read once per generation."""
+    return tuple((t.data_ptr(), -1 if t.is_inference() else t._version)  # (inference tensors have none)
+                 for t in (*model.parameters(), *model.buffers()))
 
 
 def quantized(model: TokTTS) -> TokTTS:
