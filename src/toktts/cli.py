@@ -284,8 +284,11 @@ def cmd_normalize(args) -> None:
     from toktts.text import Lexicon
 
     lexicon = Lexicon.from_file(args.lexicon) if args.lexicon else None
+    if args.phonemes:
+        from toktts.phonemes import phonemize
     for part in read(_read_text(args), lexicon):  # one line per part; SSML pauses shown after it
-        print(part.text if part.pause is None else f"{part.text}  [pause {part.pause:g} s]")
+        said = phonemize(part.text) if args.phonemes else part.text
+        print(said if part.pause is None else f"{said}  [pause {part.pause:g} s]")
 
 
 def _version() -> str:
@@ -433,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", nargs="?", default=None, help="the text or SSML, or - to read stdin")
     p.add_argument("--text-file", default=None, metavar="FILE", help="read the text from a UTF-8 file")
     p.add_argument("--lexicon", default=None, metavar="FILE", help="respellings, one `word respelling` per line")
+    p.add_argument("--phonemes", action="store_true",
+                   help="print espeak-ng's phonemes of it, what a model of model.text_input=phonemes reads")
     p.set_defaults(func=cmd_normalize)
 
     p = sub.add_parser("serve", help="OpenAI-compatible speech API and a web page (pip install 'toktts[server]')")
