@@ -46,18 +46,34 @@ def toktts(*args: str, check: bool = True, timeout: int = 300, max_file_bytes: i
     return proc
 
 
-def toktts_here(capsys, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the CLI's own `main` in this process, as `toktts` would in a fresh one (the same exit
-    code and streams, without a torch import per call). For commands that leave no process-wide
-    state behind (no --threads)."""
+def toktts_here(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the CLI's own `main` in this process, as `toktts` would in a fresh one: the same exit
+    code, stdout and stderr (log lines included), without a torch import per call. For commands
+    that leave no process-wide state behind (not --threads, not two processes)."""
+    import contextlib
+    import io
+    import logging
+
     from toktts.cli import main
 
-    capsys.readouterr()
-    code = main(list(args))
-    out = capsys.readouterr()
-    proc = subprocess.CompletedProcess(["toktts", *args], code, out.out, out.err)
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    # main's logging.basicConfig keeps the handlers it finds (pytest's): log to this call's stderr
+    # at main's level and format, as a fresh process would.
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if "--verbose" in args or "-v" in args else logging.INFO)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    proc = subprocess.CompletedProcess(["toktts", *args], code, out.getvalue(), err.getvalue())
     if check and code != 0:
-        raise AssertionError(f"toktts {' '.join(args)} failed ({code}):\n{out.err[-3000:]}")
+        raise AssertionError(f"toktts {' '.join(args)} failed ({code}):\n{proc.stderr[-3000:]}")
     return proc
 
 

@@ -61,7 +61,7 @@ def _error_line(proc: subprocess.CompletedProcess) -> str:
     return line
 
 
-def test_say_writes_the_format_of_the_extension_and_prints_a_seed_that_reproduces(tmp_path, capsys):
+def test_say_writes_the_format_of_the_extension_and_prints_a_seed_that_reproduces(tmp_path):
     import re
 
     import soundfile as sf
@@ -69,7 +69,7 @@ def test_say_writes_the_format_of_the_extension_and_prints_a_seed_that_reproduce
     from helpers import toktts_here
 
     def run(*args: str) -> subprocess.CompletedProcess:  # in this process: no torch import per call
-        return toktts_here(capsys, *args, check=False)
+        return toktts_here(*args, check=False)
 
     first = run("say", "Hi there.", "-o", str(tmp_path / "a.flac"))
     assert first.returncode == 0, first.stderr

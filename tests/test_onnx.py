@@ -196,9 +196,9 @@ def test_backend_errors_are_one_line():
     assert TTS(eager.model, eager.cfg, eager.codec, eager.device, precision="bf16").backend == "torch"  # auto
 
 
-def test_export_command_writes_the_graph_synthesis_then_uses(tmp_path, onnx_cache, capsys):
+def test_export_command_writes_the_graph_synthesis_then_uses(tmp_path, onnx_cache):
     def run(*args: str, check: bool = True):  # the CLI's main in this process
-        return toktts_here(capsys, *args, check=check)
+        return toktts_here(*args, check=check)
 
     model_dir = tmp_path / "voice"
     tiny_tts(seed=7).save_pretrained(model_dir)

@@ -41,10 +41,10 @@ def test_punctuation_is_kept_and_empty_texts_keep_their_place():
     assert encode_texts(["a b."], "chars") == [VOCAB.encode("a b.")]
 
 
-def test_normalize_shows_the_phonemes_a_phoneme_model_reads(capsys):
+def test_normalize_shows_the_phonemes_a_phoneme_model_reads():
     from helpers import toktts_here
 
-    out = toktts_here(capsys, "normalize", "--phonemes", "Dr. Smith's 2 knights.").stdout.strip()
+    out = toktts_here("normalize", "--phonemes", "Dr. Smith's 2 knights.").stdout.strip()
     assert out == phonemize("doctor smith's two knights.") and "k" not in out.split()[-1]  # knights: no k
 
 

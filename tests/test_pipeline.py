@@ -1,5 +1,6 @@
 """corpus synth -> prepare -> train -> say, end to end on a tiny flite corpus and a tiny model,
-through the same CLI a user runs; plus resume after SIGKILL and 2-process data parallelism."""
+through the same CLI a user runs (its `main` in this process, and `say` as the console script in
+a process of its own); plus resume after SIGKILL and 2-process data parallelism."""
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ from toktts.config import load_config
 from toktts.corpus import read_corpus
 from toktts.errors import TokttsError
 
-from helpers import DEMO, sets, tiny_overrides, toktts
+from helpers import DEMO, sets, tiny_overrides, toktts, toktts_here
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +28,14 @@ def trained(corpus, tmp_path_factory) -> tuple[Path, list[str]]:
     out = tmp_path_factory.mktemp("run") / "model"
     # Without the "no text" model that demo.yaml trains: the fine-tune below adds it.
     overrides = tiny_overrides(corpus, out, **{"train.text_dropout": 0, "generate.cfg_scale": 1.0})
-    toktts("prepare", "--config", DEMO, *sets(overrides))
-    toktts("train", "--config", DEMO, *sets(overrides))
+    toktts_here("prepare", "--config", DEMO, *sets(overrides))
+    toktts_here("train", "--config", DEMO, *sets(overrides))
     return out, overrides
 
 
 def test_prepare_builds_a_cache_once(corpus, trained):
     _, overrides = trained
-    proc = toktts("prepare", "--config", DEMO, *sets(overrides))
+    proc = toktts_here("prepare", "--config", DEMO, *sets(overrides))
     assert "9 train / 1 val utterances" in proc.stdout  # val_size=2, capped at 10% of 10
     assert "reusing" in proc.stderr  # a rerun with the same config reuses the cache
     cfg = load_config([DEMO], overrides)
@@ -100,7 +101,7 @@ def test_python_api_and_old_pipeline_name(trained):
 
 def test_samples_writes_generated_and_reference(trained, tmp_path):
     _, overrides = trained
-    toktts("samples", "--config", DEMO, *sets(overrides), "--limit", "2", "--out", str(tmp_path / "s"))
+    toktts_here("samples", "--config", DEMO, *sets(overrides), "--limit", "2", "--out", str(tmp_path / "s"))
     for split, rows in (("train", 2), ("val", 1)):  # --limit 2; the validation split has 1 row
         folder = tmp_path / "s" / split
         refs = sorted(folder.glob("*_ref.wav"))
@@ -118,8 +119,8 @@ def test_resume_after_sigkill_follows_the_same_curve(corpus, tmp_path):
     """Kill -9 mid-run, --resume, and the losses match an uninterrupted run step for step."""
     steps = {"train.max_steps": 24, "train.save_every": 2, "train.eval_every": 0}
     full = tiny_overrides(corpus, tmp_path / "full", **steps)
-    toktts("prepare", "--config", DEMO, *sets(full))
-    toktts("train", "--config", DEMO, *sets(full))
+    toktts_here("prepare", "--config", DEMO, *sets(full))
+    toktts_here("train", "--config", DEMO, *sets(full))
     reference = [h["loss"] for h in _history(tmp_path / "full")]
 
     out = tmp_path / "killed"
@@ -133,7 +134,7 @@ def test_resume_after_sigkill_follows_the_same_curve(corpus, tmp_path):
     proc.wait()
     assert (out / "checkpoints" / "step-00000004").is_dir()
     assert not (out / "model.safetensors").exists()  # it really was cut short
-    toktts("train", "--config", DEMO, *sets(killed), "--resume")
+    toktts_here("train", "--config", DEMO, *sets(killed), "--resume")
     resumed = [h["loss"] for h in _history(out)]
     assert len(resumed) == 24
     np.testing.assert_allclose(resumed, reference, rtol=1e-4)
@@ -151,7 +152,7 @@ def test_train_from_a_token_cache_carried_without_the_corpus(trained, tmp_path):
     here = [o for o in overrides if not o.startswith(("data.corpus=", "data.cache_dir=", "train.output_dir="))]
     here += [f"data.tokens={carried}", f"data.corpus={tmp_path / 'not-here'}", f"train.output_dir={out}", "train.max_steps=2",
              "train.save_every=2", "train.eval_every=2"]
-    toktts("train", "--config", DEMO, *sets(here))
+    toktts_here("train", "--config", DEMO, *sets(here))
     assert (out / "model.safetensors").is_file() and (out / "codec.safetensors").is_file()
     # tokens of another codec, or a folder that is no finished cache, are refused naming why
     with pytest.raises(TokttsError, match="made with codec.codebook_size=32, this config has 64"):
@@ -175,10 +176,10 @@ def test_train_from_a_token_cache_carried_without_the_corpus(trained, tmp_path):
 def test_corrupt_latest_checkpoint_is_a_clear_error(corpus, tmp_path):
     out = tmp_path / "run"
     overrides = tiny_overrides(corpus, out, **{"train.max_steps": 2, "train.save_every": 2})
-    toktts("prepare", "--config", DEMO, *sets(overrides))
-    toktts("train", "--config", DEMO, *sets(overrides))
+    toktts_here("prepare", "--config", DEMO, *sets(overrides))
+    toktts_here("train", "--config", DEMO, *sets(overrides))
     (out / "checkpoints" / "step-00000002" / "model.safetensors").write_bytes(b"garbage")
-    proc = toktts("train", "--config", DEMO, *sets(overrides), "--resume", check=False)
+    proc = toktts_here("train", "--config", DEMO, *sets(overrides), "--resume", check=False)
     assert proc.returncode == 2
     assert "step-00000002" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -189,7 +190,7 @@ def test_accelerate_launch_two_processes(corpus, tmp_path):
     overrides = tiny_overrides(corpus, out, **{"train.max_steps": 3, "train.save_every": 3, "train.eval_every": 3,
                                                "train.batch_frames": 80,  # several batches per epoch
                                                "train.schedule": "time", "train.max_minutes": 30})
-    toktts("prepare", "--config", DEMO, *sets(overrides))
+    toktts_here("prepare", "--config", DEMO, *sets(overrides))
     # --multi_gpu selects accelerate's torchrun launcher; on a machine without GPUs the trainer
     # asks accelerate for CPU processes joined by gloo.
     proc = subprocess.run(
@@ -229,7 +230,7 @@ def test_bad_input_is_one_clear_line(args, message, trained, corpus, tmp_path):
             "{fresh}": str(tmp_path / "fresh")}
     args = [fill.get(a, a) for a in args]
     args = [a.replace("{corpus}", str(corpus)).replace("{fresh}", str(tmp_path / "fresh")) for a in args]
-    proc = toktts(*args, check=False)
+    proc = toktts_here(*args, check=False)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -249,8 +250,8 @@ def test_wall_clock_budget_and_gradient_accumulation(corpus, tmp_path):
     out = tmp_path / "budget"
     overrides = tiny_overrides(corpus, out, **{"train.max_steps": 1000, "train.max_minutes": 0.0001,
                                                "train.grad_accum": 2, "train.save_every": 1000})
-    toktts("prepare", "--config", DEMO, *sets(overrides))
-    proc = toktts("train", "--config", DEMO, *sets(overrides))
+    toktts_here("prepare", "--config", DEMO, *sets(overrides))
+    proc = toktts_here("train", "--config", DEMO, *sets(overrides))
     assert "max_minutes" in proc.stderr
     history = _history(out)
     assert [h["step"] for h in history] == [1]  # stopped after the first step, far before max_steps
@@ -264,14 +265,14 @@ def test_time_schedule_anneals_over_the_budget_of_all_legs(corpus, tmp_path):
     out = tmp_path / "timed"
     overrides = tiny_overrides(corpus, out, **{"train.max_steps": 1000, "train.max_minutes": 0.002,
                                                "train.schedule": "time", "train.save_every": 1000})
-    toktts("prepare", "--config", DEMO, *sets(overrides))
-    toktts("train", "--config", DEMO, *sets(overrides))
+    toktts_here("prepare", "--config", DEMO, *sets(overrides))
+    toktts_here("train", "--config", DEMO, *sets(overrides))
     steps = [h["step"] for h in _history(out)]
     assert steps and steps[-1] < 1000  # stopped by the clock
     (checkpoint,) = (out / "checkpoints").iterdir()
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     assert state["step"] == steps[-1] and state["minutes"] >= 0.002
-    proc = toktts("train", "--config", DEMO, *sets(overrides), "--resume")
+    proc = toktts_here("train", "--config", DEMO, *sets(overrides), "--resume")
     assert "nothing to train" in proc.stderr
     assert [h["step"] for h in _history(out)] == steps
 
@@ -280,13 +281,13 @@ def test_time_schedule_anneals_over_the_budget_of_all_legs(corpus, tmp_path):
     legs = tmp_path / "legs"
     first = tiny_overrides(corpus, legs, **{"train.max_steps": 1000, "train.max_minutes": 30, "train.schedule": "time",
                                             "train.save_every": 1000, "train.leg_minutes": 0.002})
-    proc = toktts("train", "--config", DEMO, *sets(first))
+    proc = toktts_here("train", "--config", DEMO, *sets(first))
     assert "train.leg_minutes=0.002 reached; --resume goes on" in proc.stderr
     (checkpoint,) = (legs / "checkpoints").iterdir()
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     n, before = state["step"], state["minutes"]
     assert 1 <= n < 1000 and 0.002 <= before < 30
-    toktts("train", "--config", DEMO, *sets(first), "--set", f"train.max_steps={n + 2}", "--set", "train.leg_minutes=0",
+    toktts_here("train", "--config", DEMO, *sets(first), "--set", f"train.max_steps={n + 2}", "--set", "train.leg_minutes=0",
            "--resume")
     after = json.loads((legs / "checkpoints" / f"step-{n + 2:08d}" / "trainer_state.json").read_text())["minutes"]
     assert before < after < 30
@@ -301,7 +302,7 @@ def test_two_processes_stop_together_on_the_clock(corpus, tmp_path):
     overrides = tiny_overrides(corpus, out, **{"train.max_steps": 100000, "train.max_minutes": 0.003,
                                                "train.schedule": "time", "train.batch_frames": 80,
                                                "train.save_every": 100000})
-    toktts("prepare", "--config", DEMO, *sets(overrides))
+    toktts_here("prepare", "--config", DEMO, *sets(overrides))
     proc = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
          "--num_machines", "1", "--dynamo_backend", "no", "-m", "toktts.cli", "train", "--config", DEMO,
@@ -329,13 +330,13 @@ def test_fine_tune_with_every_lever_then_guided_say(trained, tmp_path):
            "model.input_dropout": 0.2, "model.enc_conv_layers": 4, "model.enc_layers": 2, "generate.cfg_scale": 2.0},
     )
     new = [f"{k}={v}" for k, v in levers.items()]
-    proc = toktts("prepare", "--config", DEMO, *sets(new))
+    proc = toktts_here("prepare", "--config", DEMO, *sets(new))
     assert "reusing" not in proc.stderr  # its own cache: the tokens of the base model's codec
     cfg = load_config([DEMO], new)
     from toktts.data import cache_dir
 
     assert (cache_dir(cfg) / "codec.safetensors").read_bytes() == (base / "codec.safetensors").read_bytes()
-    toktts("train", "--config", DEMO, *sets(new))
+    toktts_here("train", "--config", DEMO, *sets(new))
     history = _history(out)
     assert all(np.isfinite(h["loss"]) and h["ctc"] > 0 and h["phon"] > 0 for h in history)
     saved = json.loads((out / "config.json").read_text())
@@ -343,12 +344,12 @@ def test_fine_tune_with_every_lever_then_guided_say(trained, tmp_path):
     assert saved["model"]["enc_conv_layers"] == 4 and saved["model"]["enc_layers"] == 2
     assert saved["generate"]["cfg_scale"] == 2.0
     wav = tmp_path / "g.wav"
-    toktts("say", "Hello there.", "--model", str(out), "-o", str(wav), "--seed", "3")
+    toktts_here("say", "Hello there.", "--model", str(out), "-o", str(wav), "--seed", "3")
     again = tmp_path / "g2.wav"
-    toktts("say", "Hello there.", "--model", str(out), "-o", str(again), "--seed", "3")
+    toktts_here("say", "Hello there.", "--model", str(out), "-o", str(again), "--seed", "3")
     assert np.array_equal(sf.read(str(wav))[0], sf.read(str(again))[0])
     # guidance needs the unconditional model: the base model has none
-    proc = toktts("say", "Hi.", "--model", str(base), "--cfg-scale", "2", "-o", str(tmp_path / "x.wav"), check=False)
+    proc = toktts_here("say", "Hi.", "--model", str(base), "--cfg-scale", "2", "-o", str(tmp_path / "x.wav"), check=False)
     assert proc.returncode == 2 and "text_dropout" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -356,7 +357,7 @@ def test_init_from_a_model_of_another_size_is_one_clear_line(trained, tmp_path):
     base, overrides = trained
     new = [f"{k}={v}" for k, v in dict(overrides_for(overrides, tmp_path / "x"), **{
         "train.init_from": base, "model.dec_dim": 64}).items()]
-    proc = toktts("train", "--config", DEMO, *sets(new), check=False)
+    proc = toktts_here("train", "--config", DEMO, *sets(new), check=False)
     assert proc.returncode == 2 and "does not fit this model" in proc.stderr and "Traceback" not in proc.stderr
 
 
