@@ -25,7 +25,7 @@ from toktts.errors import TokttsError
 from toktts.model import TokTTS
 from toktts.train import complete_model_config, train
 
-from helpers import DEMO, assert_one_error_line, sets, tiny_overrides, toktts
+from helpers import DEMO, assert_one_error_line, sets, tiny_overrides, toktts, toktts_here
 
 STEPS = {"train.max_steps": 8, "train.save_every": 2, "train.eval_every": 0}  # keep_last: 2
 
@@ -80,7 +80,7 @@ def reference(corpus, tmp_path_factory) -> tuple[Path, list[float]]:
     out = tmp_path_factory.mktemp("reference") / "run"
     overrides = tiny_overrides(corpus, out, **STEPS)
     prepare(load_config([DEMO], overrides), progress=False)
-    toktts("train", "--config", DEMO, *sets(overrides))
+    toktts_here("train", "--config", DEMO, *sets(overrides))
     return out, losses(out)
 
 
@@ -113,7 +113,7 @@ def test_killed_while_saving_resumes_from_the_last_whole_checkpoint_on_the_same_
     with pytest.raises(TokttsError, match="incomplete"):
         load_model_dir(out)
 
-    toktts(*run, "--resume")
+    toktts_here(*run, "--resume")
     np.testing.assert_allclose(losses(out), reference[1], rtol=1e-4)  # one line per step, as if never killed
     assert names(checkpoint_dirs(out)) == ["step-00000006", "step-00000008"]
     assert not [p for p in out.rglob(".*")]  # every temporary file and directory is gone
@@ -245,7 +245,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(file, how, corpus, re
 def test_resume_past_a_damaged_checkpoint_follows_the_same_curve(corpus, reference, tmp_path):
     out = copy_of(reference[0], tmp_path)
     damage(out / "checkpoints" / "step-00000008" / "model.safetensors", "truncated")
-    proc = toktts("train", "--config", DEMO, *sets(tiny_overrides(corpus, out, **STEPS)), "--resume")
+    proc = toktts_here("train", "--config", DEMO, *sets(tiny_overrides(corpus, out, **STEPS)), "--resume")
     assert "step-00000008/model.safetensors' is damaged" in proc.stderr
     np.testing.assert_allclose(losses(out), reference[1], rtol=1e-4)
     model, optimizer = model_and_optimizer(out, corpus)
