@@ -48,8 +48,9 @@ def toktts(*args: str, check: bool = True, timeout: int = 300, max_file_bytes: i
 
 def toktts_here(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the CLI's own `main` in this process, as `toktts` would in a fresh one: the same exit
-    code, stdout and stderr (log lines included), without a torch import per call. For commands
-    that leave no process-wide state behind (not --threads, not two processes)."""
+    code, and what Python writes to stdout and stderr, log lines included (not what C libraries
+    write to the file descriptors); without a torch import per call. For commands that leave no
+    process-wide state behind (not --threads, not two processes, not another train.precision)."""
     import contextlib
     import io
     import logging
@@ -58,19 +59,21 @@ def toktts_here(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
     out, err = io.StringIO(), io.StringIO()
     root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     # main's logging.basicConfig keeps the handlers it finds (pytest's): log to this call's stderr
     # at main's level and format, as a fresh process would.
     handler = logging.StreamHandler(err)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    level = root.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if "--verbose" in args or "-v" in args else logging.INFO)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(list(args))
     finally:
-        root.removeHandler(handler)
+        root.handlers[:] = handlers  # (and any basicConfig added, were pytest's logging off)
         root.setLevel(level)
+    if code == 130:  # main turned a Ctrl-C into its exit code: stop the test run, not only this test
+        raise KeyboardInterrupt
     proc = subprocess.CompletedProcess(["toktts", *args], code, out.getvalue(), err.getvalue())
     if check and code != 0:
         raise AssertionError(f"toktts {' '.join(args)} failed ({code}):\n{proc.stderr[-3000:]}")

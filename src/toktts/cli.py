@@ -285,9 +285,9 @@ def cmd_normalize(args) -> None:
 
     lexicon = Lexicon.from_file(args.lexicon) if args.lexicon else None
     if args.phonemes:
-        from toktts.phonemes import phonemize
+        from toktts.phonemes import PHONEME_VOCAB, encode_texts
     for part in read(_read_text(args), lexicon):  # one line per part; SSML pauses shown after it
-        said = phonemize(part.text) if args.phonemes else part.text
+        said = PHONEME_VOCAB.decode(encode_texts([part.text], "phonemes")[0]) if args.phonemes else part.text
         print(said if part.pause is None else f"{said}  [pause {part.pause:g} s]")
 
 
@@ -437,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-file", default=None, metavar="FILE", help="read the text from a UTF-8 file")
     p.add_argument("--lexicon", default=None, metavar="FILE", help="respellings, one `word respelling` per line")
     p.add_argument("--phonemes", action="store_true",
-                   help="print espeak-ng's phonemes of it, what a model of model.text_input=phonemes reads")
+                   help="print the espeak-ng phonemes a model of model.text_input=phonemes reads instead")
     p.set_defaults(func=cmd_normalize)
 
     p = sub.add_parser("serve", help="OpenAI-compatible speech API and a web page (pip install 'toktts[server]')")

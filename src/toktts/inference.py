@@ -62,7 +62,7 @@ class TTS:
         self._asked_backend = backend or "auto"
         self.backend = self._choose_backend(self._asked_backend)
         self._onnx: Any = None  # the OnnxDecoder, made on first use
-        self._weights = _weights_state(model)  # what the int8 copy and the ONNX graph were made from
+        self._weights = _weights_state(model.decoder)  # what the int8 copy and the ONNX graph were made from
 
     def _choose_backend(self, backend: str) -> str:
         """"torch" or "onnx" (ONNX Runtime runs the decoder steps of batches of up to
@@ -85,10 +85,12 @@ class TTS:
         return backend
 
     def _follow_weights(self) -> None:
-        """The int8 copy and the ONNX step graph hold the weights they were made from; when the
-        model's weights have changed in place since (a training step, `load_state_dict`), they
+        """The int8 copy and the ONNX step graph hold the decoder's weights they were made from;
+        when those have changed in place since (a training step, `load_state_dict`), they
         are made again, so a TTS always speaks with the weights its model has now."""
-        now = _weights_state(self.float_model)
+        if self.precision != "int8" and self._onnx is None:
+            return  # nothing made from the weights (a graph made later is made from the current ones)
+        now = _weights_state(self.float_model.decoder)
         if now == self._weights:
             return
         self._weights = now
@@ -109,6 +111,7 @@ class TTS:
                 decoder = self.float_model.decoder  # embeds the inputs and the memory's keys in fp32
                 path = onnx_decoder.find_or_export(decoder, self.model_dir, self.precision)
                 self._onnx = onnx_decoder.OnnxDecoder(decoder, path, self.threads)
+                self._weights = _weights_state(self.float_model.decoder)
             except TokttsError as e:  # the export's and ONNX Runtime's failures, as one line
                 if self._asked_backend == "onnx":
                     raise
@@ -370,11 +373,16 @@ ONNX_MAX_ROWS = 4
 
 
 def _weights_state(model: torch.nn.Module) -> tuple:
-    """Changes when any parameter or buffer of `model` is written in place or replaced: each
-    tensor's storage and its version counter (which every in-place op bumps). Cheap: a few
-    hundred integers, read once per generation."""
-    return tuple((t.data_ptr(), -1 if t.is_inference() else t._version)  # (inference tensors have none)
-                 for t in (*model.parameters(), *model.buffers()))
+    """Changes when a parameter or buffer of `model` is replaced or written in place: each
+    tensor's storage and version counter (which in-place ops bump), and sums over a strided
+    sample of its values, which change where the counter does not (the fused optimizer kernel
+    that training uses, writes through `.data`): a training step moves every weight."""
+    tensors = [*model.parameters(), *model.buffers()]
+    with torch.no_grad():
+        samples = [t.detach().reshape(-1)[:: max(1, t.numel() // 64)].double().sum() for t in tensors]
+        sums = torch.stack(samples).tolist() if samples else []
+    return tuple((t.data_ptr(), -1 if t.is_inference() else t._version, total)  # (inference tensors have no counter)
+                 for t, total in zip(tensors, sums))
 
 
 def quantized(model: TokTTS) -> TokTTS:
