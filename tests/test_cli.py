@@ -139,12 +139,18 @@ def test_a_kill_leaves_nothing_behind(tmp_path):
     import signal
     import time
 
-    text = "It was the best of times, it was the worst of times. " * 20
+    text = "It was the best of times, it was the worst of times. " * 200  # 200 chunks: far more than 6 s
     proc = subprocess.Popen([sys.executable, "-m", "toktts.cli", "say", text, "-o", str(tmp_path / "x.wav")],
                             stderr=subprocess.PIPE, text=True)
-    time.sleep(6)  # loaded and speaking
+    seen, deadline = "", time.time() + 120
+    while "say:" not in seen and time.time() < deadline:  # loaded, and its progress bar has begun
+        char = proc.stderr.read(1)
+        if not char:
+            break
+        seen += char
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
+    err = seen + err
     assert proc.returncode == 130 and err.strip().endswith("interrupted"), err
     assert list(tmp_path.iterdir()) == []
 
