@@ -200,6 +200,17 @@ def test_generation_stops_on_eos():
     assert out["tokens"].shape[2] == model.layout.n_codebooks  # EOS, then the delayed streams end
 
 
+def test_generation_does_not_end_before_its_floor():
+    """`min_steps`: a model that would end at once ends exactly there, each item at its own."""
+    model = tiny("delay")
+    with torch.no_grad():
+        model.decoder.head.bias.zero_()
+        model.decoder.head.bias[model.layout.eos_id] = 100.0
+    text, text_lengths, _ = batch(model)
+    out = model.generate(text, text_lengths, torch.tensor([50, 50]), temperature=0.0, min_steps=torch.tensor([3, 7]))
+    assert out["stopped"].all() and out["frames"].tolist() == [3, 7]
+
+
 def test_generation_hits_limit_without_eos():
     model = tiny("delay")
     with torch.no_grad():

@@ -177,6 +177,9 @@ class GenerateConfig:
     seed: int | None = None
     max_seconds: float = 30.0  # hard cap on one generation
     seconds_per_char: float = 0.25  # length limit derived from the text: 1 s + len(text) * this
+    # No end before len(text) * this seconds (0: none). A voice trained on long sentences may
+    # end a short one at once ("hi there." in 0.12 s, 7 seeds in 8, for voice v9).
+    min_seconds_per_char: float = 0.0
     # Long text is spoken in chunks of at most this many characters; 0 = the training texts'
     # 75th-percentile length (training writes it here) or 150 for models trained before that.
     chunk_chars: int = 0
@@ -410,6 +413,7 @@ RULES: dict[str, Rule] = {
     "generate.seed": SEED_RANGE,
     "generate.max_seconds": Rule(0, 600, above=True),
     "generate.seconds_per_char": Rule(0, 10, above=True),
+    "generate.min_seconds_per_char": Rule(0, 1),
     "generate.chunk_chars": Rule(8, 100_000, zero=True, hint="0 = from the training texts"),
     "generate.batch_size": Rule(1, 256),
     "generate.retries": Rule(0, 16),

@@ -194,6 +194,12 @@ class TTS:
         layout = self.model.layout
         return layout.n_steps(frames) - layout.tail
 
+    def min_steps(self, text: str, limit: int) -> int:
+        """The first decoder step at which the text may end: generate.min_seconds_per_char per
+        character, below its limit."""
+        frames = int(self.cfg.generate.min_seconds_per_char * len(text) * self.codec.frame_rate)
+        return min(frames, limit - 1)
+
     # -- synthesis --------------------------------------------------------------------------
 
     def __call__(self, text: str, **kwargs: Any) -> dict[str, Any]:
@@ -303,6 +309,7 @@ class TTS:
         spoken = [self.prepare_text(t) for t in texts]
         text, lengths = self._text_batch(spoken)
         limits = torch.tensor([self.max_steps(s, max_seconds) for s in spoken])
+        floors = torch.tensor([self.min_steps(s, int(n)) for s, n in zip(spoken, limits)])
         if isinstance(seed, (list, tuple)) and any(s is not None for s in seed):
             generator = [None if s is None else torch.Generator(self.device).manual_seed(int(s)) for s in seed]
         else:
@@ -310,7 +317,7 @@ class TTS:
         args = (text, lengths, limits.to(self.device))
         rows = len(texts) * (2 if g.cfg_scale != 1.0 else 1)  # a guided batch has a row without the text
         kwargs = dict(temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, generator=generator,
-                      need_weights=need_weights, cfg_scale=g.cfg_scale,
+                      need_weights=need_weights, cfg_scale=g.cfg_scale, min_steps=floors.to(self.device),
                       decoder=self._step_decoder() if rows <= ONNX_MAX_ROWS else None)
         if steps:
             return spoken, self._steps(args, kwargs)

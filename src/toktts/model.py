@@ -492,10 +492,12 @@ class TokTTS(nn.Module):
         need_weights: bool = False,
         cfg_scale: float = 1.0,
         decoder=None,
+        min_steps: torch.Tensor | None = None,
     ) -> Iterator["Progress"]:
         """Decode one step at a time, yielding the `Progress` after each (streaming reads it).
 
-        `max_steps` (B,) is each item's limit: stream 0 must emit EOS before that step.
+        `max_steps` (B,) is each item's limit: stream 0 must emit EOS before that step; with
+        `min_steps` (B,) it may not emit it before that step.
         `generator` is one for the batch or one per item; per-item generators make an item's
         tokens independent of what it is batched with. `cfg_scale` != 1 guides the logits away
         from the "no text" model's: u + s (c - u), both rows in one batched decoder step.
@@ -530,6 +532,8 @@ class TokTTS(nn.Module):
                 cond, uncond = logits[:B], logits[B:]
                 logits = uncond + cfg_scale * (cond - uncond)
             logits = logits.masked_fill(~masks[s % n_masks], float("-inf"))
+            if min_steps is not None:
+                logits[:, 0, layout.eos_id] = logits[:, 0, layout.eos_id].masked_fill(s < min_steps, float("-inf"))
             tok = sample(logits, temperature, top_k, top_p, generator)  # (B, N)
             forced = layout.forced(s, eos_step)
             tok = torch.where(forced >= 0, forced, tok)
