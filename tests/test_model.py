@@ -187,12 +187,18 @@ def test_steps_report_only_final_frames_and_end_as_generate(layout):
     assert [int(r[0]) for r, _ in seen] == sorted(int(r[0]) for r, _ in seen)  # never goes back
 
 
-def test_generation_stops_on_eos():
-    """A model whose head always prefers EOS on stream 0 stops right away and says so."""
+def ending_at_once() -> TokTTS:
+    """A tiny model whose head always prefers EOS on stream 0."""
     model = tiny("delay")
     with torch.no_grad():
         model.decoder.head.bias.zero_()
         model.decoder.head.bias[model.layout.eos_id] = 100.0
+    return model
+
+
+def test_generation_stops_on_eos():
+    """A model whose head always prefers EOS on stream 0 stops right away and says so."""
+    model = ending_at_once()
     text, text_lengths, _ = batch(model)
     out = model.generate(text, text_lengths, torch.tensor([50, 50]), temperature=0.0)
     assert out["stopped"].all()
@@ -202,10 +208,7 @@ def test_generation_stops_on_eos():
 
 def test_generation_does_not_end_before_its_floor():
     """`min_steps`: a model that would end at once ends exactly there, each item at its own."""
-    model = tiny("delay")
-    with torch.no_grad():
-        model.decoder.head.bias.zero_()
-        model.decoder.head.bias[model.layout.eos_id] = 100.0
+    model = ending_at_once()
     text, text_lengths, _ = batch(model)
     out = model.generate(text, text_lengths, torch.tensor([50, 50]), temperature=0.0, min_steps=torch.tensor([3, 7]))
     assert out["stopped"].all() and out["frames"].tolist() == [3, 7]

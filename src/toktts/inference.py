@@ -62,7 +62,8 @@ class TTS:
         self._asked_backend = backend or "auto"
         self.backend = self._choose_backend(self._asked_backend)
         self._onnx: Any = None  # the OnnxDecoder, made on first use
-        self._weights = _weights_state(model.decoder)  # what the int8 copy and the ONNX graph were made from
+        # What the int8 copy and the ONNX graph were made from (a graph sets it when it is made).
+        self._weights = _weights_state(model.decoder) if self.precision == "int8" else ()
 
     def _choose_backend(self, backend: str) -> str:
         """"torch" or "onnx" (ONNX Runtime runs the decoder steps of batches of up to
@@ -309,7 +310,7 @@ class TTS:
         spoken = [self.prepare_text(t) for t in texts]
         text, lengths = self._text_batch(spoken)
         limits = torch.tensor([self.max_steps(s, max_seconds) for s in spoken])
-        floors = torch.tensor([self.min_steps(s, int(n)) for s, n in zip(spoken, limits)])
+        floors = torch.tensor([self.min_steps(s, int(n)) for s, n in zip(spoken, limits)]) if g.min_seconds_per_char else None
         if isinstance(seed, (list, tuple)) and any(s is not None for s in seed):
             generator = [None if s is None else torch.Generator(self.device).manual_seed(int(s)) for s in seed]
         else:
@@ -317,7 +318,7 @@ class TTS:
         args = (text, lengths, limits.to(self.device))
         rows = len(texts) * (2 if g.cfg_scale != 1.0 else 1)  # a guided batch has a row without the text
         kwargs = dict(temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, generator=generator,
-                      need_weights=need_weights, cfg_scale=g.cfg_scale, min_steps=floors.to(self.device),
+                      need_weights=need_weights, cfg_scale=g.cfg_scale, min_steps=None if floors is None else floors.to(self.device),
                       decoder=self._step_decoder() if rows <= ONNX_MAX_ROWS else None)
         if steps:
             return spoken, self._steps(args, kwargs)

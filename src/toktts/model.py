@@ -521,6 +521,9 @@ class TokTTS(nn.Module):
         eos_step = torch.full((B,), -1, dtype=torch.long, device=device)
         prev = torch.full((B, layout.n_streams, 1), layout.bos_id, dtype=torch.long, device=device)
         attn = []
+        # The steps at which some item may not end yet: the EOS mask is applied only while any
+        # floor is ahead (one read of it here, none per step).
+        floor = 0 if min_steps is None else int(min_steps.max())
         for s in range(S_max):
             logits, w = decoder.step(
                 prev.repeat(2, 1, 1) if guided else prev, cache, s, need_weights=need_weights, generator=generator
@@ -532,7 +535,7 @@ class TokTTS(nn.Module):
                 cond, uncond = logits[:B], logits[B:]
                 logits = uncond + cfg_scale * (cond - uncond)
             logits = logits.masked_fill(~masks[s % n_masks], float("-inf"))
-            if min_steps is not None:
+            if s < floor:
                 logits[:, 0, layout.eos_id] = logits[:, 0, layout.eos_id].masked_fill(s < min_steps, float("-inf"))
             tok = sample(logits, temperature, top_k, top_p, generator)  # (B, N)
             forced = layout.forced(s, eos_step)
