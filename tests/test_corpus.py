@@ -27,6 +27,7 @@ from toktts.corpus import (
     packaged_transcripts,
     read_corpus,
     read_transcripts,
+    short_phrases,
     synth_corpus,
 )
 from toktts.errors import TokttsError
@@ -140,6 +141,35 @@ def test_synth_corpus_defaults_to_train_transcripts(tmp_path):
     [utt] = read_corpus(out)
     assert (utt.id, utt.text) == packaged_transcripts("train")[0]
     assert utt.id not in {i for i, _ in packaged_transcripts("val")}
+
+
+def test_synth_corpus_adds_short_phrases_to_the_packaged_sentences(tmp_path):
+    out = synth_corpus(tmp_path / "c", limit=13, progress=False)  # 13 x 16% = 2 short phrases
+    rows = [(u.id, u.text) for u in read_corpus(out)]
+    assert rows[:13] == packaged_transcripts("train")[:13]
+    assert rows[13:] == [("SHORT-00001", "Hi."), ("SHORT-00002", "Hello.")]
+    assert all(sf.info(u.wav_path).duration < 1.5 for u in read_corpus(out)[13:])
+    # An evaluation corpus holds its sentences only; `short` says otherwise.
+    assert len(read_corpus(synth_corpus(tmp_path / "v", texts=_texts_file(tmp_path), progress=False))) == len(SENTENCES)
+    assert [u.id for u in read_corpus(synth_corpus(tmp_path / "s", limit=1, short=0, progress=False))] == [rows[0][0]]
+
+
+def test_short_phrases_are_windows_of_the_sentences():
+    rows = packaged_transcripts("train")[:500]
+    phrases = short_phrases(rows, 300)
+    assert phrases == short_phrases(rows, 300)  # deterministic
+    assert [i for i, _ in phrases] == [f"SHORT-{i:05d}" for i in range(1, 301)]
+    texts = [t for _, t in phrases]
+    assert len(set(texts)) == 300 and texts[0] == "Hi."
+    sentences = [" " + " ".join(re.findall(r"[a-z0-9'-]+", t.lower())) + " " for _, t in rows]
+    windows = texts[60:]  # past the greetings
+    for text in windows:
+        assert text[-1] in ".?!" and 1 <= len(text.split()) <= 4 and text[0] == text[0].upper()
+        assert any(f" {text[:-1].lower()} " in sentence for sentence in sentences), text
+    assert {t[-1] for t in windows} == {".", "?", "!"}
+    assert short_phrases(rows, 0) == [] and short_phrases([], 5)[-1] == ("SHORT-00005", "Hey.")
+    with pytest.raises(TokttsError, match="short phrases must be 0 or more, got -1"):
+        short_phrases(rows, -1)
 
 
 def test_synth_corpus_errors(tmp_path, monkeypatch):

@@ -91,6 +91,19 @@ def test_clip_seconds_and_max_seconds(corpus, tmp_path):
         prepare(cfg, progress=False)
 
 
+def test_val_ids_hold_out_those_utterances_and_must_name_some(corpus, tmp_path):
+    ids = sorted(p.stem for p in (corpus / "wavs").glob("*.wav"))
+    listed = tmp_path / "val.txt"
+    listed.write_text(f"{ids[2]}|its text\n{ids[0]}\nNOT-IN-IT\n")
+    cfg = config(corpus, tmp_path / "cache", f"data.val_ids={listed}")
+    root = prepare(cfg, progress=False)
+    assert sorted(TokenDataset(root, "val", "chars").ids) == [ids[0], ids[2]]
+    assert not {ids[0], ids[2]} & set(TokenDataset(root, "train", "chars").ids)
+    listed.write_text("LJ999-9999\n")  # the bundled voice's ids with one's own corpus
+    with pytest.raises(TokttsError, match=r"val.txt' names none of the utterances of corpus .*--set data.val_ids="):
+        prepare(config(corpus, tmp_path / "cache2", f"data.val_ids={listed}"), progress=False)
+
+
 def test_noise_copies_add_training_rows_only(corpus, tmp_path):
     plain = prepare(config(corpus, tmp_path / "a"), progress=False)
     noisy = prepare(config(corpus, tmp_path / "b", "data.noise_copies=1"), progress=False)

@@ -188,6 +188,20 @@ def test_full_disk_while_saying_leaves_the_old_file(reference, tmp_path):
     assert os.listdir(tmp_path) == ["hello.wav"]
 
 
+def test_a_voice_that_gives_only_silence_is_one_line_and_no_file(tmp_path):
+    from helpers import tiny_tts
+
+    tts = tiny_tts(max_seconds=1.0)
+    tts.cfg.generate.min_seconds_per_char = 0.0
+    with torch.no_grad():
+        tts.model.decoder.head.bias[tts.model.layout.eos_id] = 50.0  # every take ends at once
+    tts.save_pretrained(tmp_path / "mute")
+    proc = toktts_here("say", "Hello there.", "--model", str(tmp_path / "mute"), "--seed", "4", "--retries", "1",
+                       "-o", str(tmp_path / "x.wav"), check=False)
+    assert_one_error_line(proc, "the voice gave only silence for 'hello there.' (2 takes, seed 4)", "--seed")
+    assert not (tmp_path / "x.wav").exists()
+
+
 @pytest.mark.parametrize("command", ["train", "prepare", "say"])
 def test_an_unwritable_place_is_one_line_naming_it(command, corpus, reference, tmp_path, capsys):
     (tmp_path / "file").write_text("a file, not a directory")

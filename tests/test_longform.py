@@ -217,6 +217,16 @@ def test_mostly_silent_chunks_are_retried_with_new_seeds(tts, monkeypatch):
     assert seeds == [[3], [3 + inference.RETRY_SEED_STRIDE]]  # generated again, with a new seed
 
 
+def test_of_takes_that_all_fail_the_most_voiced_is_kept(tts, monkeypatch):
+    monkeypatch.setattr(inference, "MIN_VOICED_FRACTION", 1.01)  # every take counts as silent
+    kept = tts("Hello there.", seed=3, retries=2)["chunks"][0]
+    takes = {s: tts("Hello there.", seed=s, retries=0)["chunks"][0]["voiced_fraction"]
+             for s in (3 + i * inference.RETRY_SEED_STRIDE for i in range(3))}
+    assert len(set(takes.values())) > 1, "pick a text whose takes differ in how much is voiced"
+    assert kept["retries"] == 2 and kept["voiced_fraction"] == max(takes.values())
+    assert kept["seed"] == max(takes, key=takes.get)
+
+
 def test_verify_transcribes_each_chunk(tts):
     out = tts("Hello there.", seed=0, verify=True, retries=1)
     chunk = out["chunks"][0]

@@ -55,7 +55,8 @@ def _load_config(args):
 def cmd_corpus_synth(args) -> None:
     from toktts.corpus import synth_corpus
 
-    out = synth_corpus(args.out, voice=args.voice, texts=args.texts, limit=args.limit, jobs=args.jobs)
+    out = synth_corpus(args.out, voice=args.voice, texts=args.texts, limit=args.limit, jobs=args.jobs,
+                       short=args.short)
     print(f"corpus ready: {out}")
 
 
@@ -199,6 +200,10 @@ def cmd_say(args) -> None:
         return
     out = tts(text, progress=True, **options)
     audio = out["audio"]  # (its peaks already limited; a stretch or a gain can raise them again)
+    if not len(audio):  # every take of every chunk came out silent: no file rather than an empty one
+        takes = 1 + max(r["retries"] for r in out["chunks"])
+        raise TokttsError(f"the voice gave only silence for {out['text']!r} ({takes} takes, seed {seed}): try "
+                          "another --seed or a longer text")
     if args.speed != 1.0 or args.volume != 1.0:
         audio = limit(change_speed(audio, args.speed) * args.volume)
     write_audio(output, audio, out["sampling_rate"], fmt)
@@ -321,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--texts", default=None, help="file of `id|text` lines (default: LJSpeech train transcripts)")
     p.add_argument("--limit", type=int, default=None, help="only the first N sentences")
     p.add_argument("--jobs", type=int, default=2, help="flite processes at once (default: 2)")
+    p.add_argument("--short", type=int, default=None, metavar="N",
+                   help="add N short phrases (greetings, windows of 1-4 words of the sentences) so the voice "
+                        "learns short takes (default: 16%% of the packaged sentences, none with --texts)")
     p.set_defaults(func=cmd_corpus_synth)
     p = csub.add_parser("download", help="download a corpus (resumable)")
     p.add_argument("name", choices=["ljspeech"], help="which corpus")

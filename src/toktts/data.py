@@ -162,7 +162,12 @@ def _split(cfg: Config, items: list[Item]) -> tuple[list[Item], list[Item]]:
         if not path.is_file():
             raise TokttsError(f"data.val_ids file {str(path)!r} not found; give a file of ids or leave it empty")
         held = {line.split("|")[0].strip() for line in path.read_text().splitlines() if line.strip()}
-        return [i for i in items if i.id not in held], [i for i in items if i.id in held]
+        val = [i for i in items if i.id in held]
+        if held and not val:  # e.g. configs/finetune.yaml's ids with a corpus of one's own
+            raise TokttsError(f"data.val_ids file {str(path)!r} names none of the utterances of corpus "
+                              f"{cfg.data.corpus!r}; list ids of this corpus, or hold out a seeded split "
+                              "with --set data.val_ids=")
+        return [i for i in items if i.id not in held], val
     order = list(range(len(items)))
     random.Random(cfg.data.split_seed).shuffle(order)
     # val_size, but never more than a tenth of a small corpus (at least one when it has two)

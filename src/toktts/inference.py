@@ -569,7 +569,8 @@ class _Run:
             "text": job.text, "stop_reason": "eos" if stopped else "max_length", "ok": problem is None,
             "problem": problem, "retries": attempt, "seed": job.seed_for(attempt), "frames": codes.shape[1],
             "codes": codes.cpu(), "voiced_fraction": voice.trimmer.voiced_fraction, "cer": cer,
-            "audio": voice.audio, "score": (problem is None, stopped, -(cer or 0.0)),
+            # Among failed takes, the most voiced one is kept: a quiet take beats none.
+            "audio": voice.audio, "score": (problem is None, stopped, -(cer or 0.0), voice.trimmer.voiced_fraction),
         }
 
 
