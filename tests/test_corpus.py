@@ -147,28 +147,41 @@ def test_synth_corpus_adds_short_phrases_to_the_packaged_sentences(tmp_path):
     out = synth_corpus(tmp_path / "c", limit=13, progress=False)  # 13 x 16% = 2 short phrases
     rows = [(u.id, u.text) for u in read_corpus(out)]
     assert rows[:13] == packaged_transcripts("train")[:13]
-    assert rows[13:] == [("SHORT-00001", "Hi."), ("SHORT-00002", "Hello.")]
+    assert [t for _, t in rows[13:]] == ["Hi.", "Hello."] and all(i.startswith("SHORT-") for i, _ in rows[13:])
     assert all(sf.info(u.wav_path).duration < 1.5 for u in read_corpus(out)[13:])
     # An evaluation corpus holds its sentences only; `short` says otherwise.
-    assert len(read_corpus(synth_corpus(tmp_path / "v", texts=_texts_file(tmp_path), progress=False))) == len(SENTENCES)
-    assert [u.id for u in read_corpus(synth_corpus(tmp_path / "s", limit=1, short=0, progress=False))] == [rows[0][0]]
+    texts = _texts_file(tmp_path)
+    assert len(read_corpus(synth_corpus(tmp_path / "v", texts=texts, progress=False))) == len(SENTENCES)
+    assert len(read_corpus(synth_corpus(tmp_path / "w", texts=texts, short=3, progress=False))) == len(SENTENCES) + 3
+    assert len(read_corpus(synth_corpus(tmp_path / "s", limit=13, short=0, progress=False))) == 13
+    # A text under a short phrase's id would be two wavs in one: refused before any work.
+    clash = tmp_path / "clash.txt"
+    clash.write_text(f"{rows[13][0]}|Some sentence of one's own.\n")
+    with pytest.raises(TokttsError, match=rf"already have an id '{rows[13][0]}'.*--short 0"):
+        synth_corpus(tmp_path / "x", texts=clash, short=1, progress=False)
 
 
-def test_short_phrases_are_windows_of_the_sentences():
+def test_short_phrases_are_windows_of_the_sentences(caplog):
     rows = packaged_transcripts("train")[:500]
     phrases = short_phrases(rows, 300)
     assert phrases == short_phrases(rows, 300)  # deterministic
-    assert [i for i, _ in phrases] == [f"SHORT-{i:05d}" for i in range(1, 301)]
+    assert phrases[:100] == short_phrases(rows, 100)  # more of them adds to the same list
+    # Each id names its text: a wav made for one phrase is never listed under another.
+    assert all(i == "SHORT-" + hashlib.sha1(t.encode()).hexdigest()[:10] for i, t in phrases)
     texts = [t for _, t in phrases]
-    assert len(set(texts)) == 300 and texts[0] == "Hi."
+    words = [" ".join(re.findall(r"[a-z0-9'-]+", t.lower())) for t in texts]
+    assert len(set(words)) == 300 and texts[0] == "Hi."  # no two of the same words ("The." / "The?")
     sentences = [" " + " ".join(re.findall(r"[a-z0-9'-]+", t.lower())) + " " for _, t in rows]
     windows = texts[60:]  # past the greetings
     for text in windows:
         assert text[-1] in ".?!" and 1 <= len(text.split()) <= 4 and text[0] == text[0].upper()
         assert any(f" {text[:-1].lower()} " in sentence for sentence in sentences), text
     assert {t[-1] for t in windows} == {".", "?", "!"}
-    assert short_phrases(rows, 0) == [] and short_phrases([], 5)[-1] == ("SHORT-00005", "Hey.")
-    with pytest.raises(TokttsError, match="short phrases must be 0 or more, got -1"):
+    assert short_phrases(rows, 0) == [] and short_phrases([], 5)[-1][1] == "Hey."
+    with caplog.at_level(logging.WARNING):
+        few = short_phrases([("a", "Seven eight.")], 60)  # 47 greetings and 3 windows at most
+    assert len(few) == 50 and "only 50 distinct short phrases in 1 sentences, not the 60" in caplog.text
+    with pytest.raises(TokttsError, match="--short must be 0 or more short phrases, got -1"):
         short_phrases(rows, -1)
 
 

@@ -256,6 +256,31 @@ def test_val_split_rules(model, val_corpus, tmp_path):
         split_rows(only_trained, "val", cfg)
 
 
+def test_the_model_directory_says_what_its_training_held_out(model, val_corpus, tmp_path):
+    """Rows added to the training corpus later (e.g. `corpus synth` growing it) move the seeded
+    split; the ids the model directory recorded do not move, and new rows count as trained on."""
+    from dataclasses import replace
+
+    from toktts.checkpoint import held_out_ids
+    from toktts.data import TokenDataset, cache_dir
+    from toktts.inference import TTS
+
+    model_dir, train_corpus, cfg = model
+    held = held_out_ids(model_dir)
+    assert held == TokenDataset(cache_dir(cfg), "val", "chars").ids and len(held) == 1
+    saved = TTS.from_pretrained(model_dir).save_pretrained(tmp_path / "int8", dtype="int8")
+    assert held_out_ids(saved) == held  # a copy for shipping keeps them
+    extra = (val_corpus / "metadata.csv").read_text().splitlines()[:3]
+    grown = _corpus_copy(train_corpus, tmp_path / "grown", extra + (train_corpus / "metadata.csv").read_text().splitlines())
+    for line in extra:
+        shutil.copy(val_corpus / "wavs" / f"{line.split('|')[0]}.wav", grown / "wavs")
+    cfg = replace(cfg, data=replace(cfg.data, corpus=str(grown)))
+    rows, rule = split_rows(grown, "val", cfg, held)
+    assert [u.id for u in rows] == held and "its val_ids.txt" in rule
+    recomputed = [u.id for u in split_rows(grown, "val", cfg)[0]]
+    assert recomputed != held, "grow the corpus so that the seeded split moves"
+
+
 def test_corpus_without_the_split_is_one_clear_error(model, tmp_path):
     model_dir, train_corpus, _ = model
     lines = (train_corpus / "metadata.csv").read_text().splitlines()

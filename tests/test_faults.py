@@ -196,10 +196,17 @@ def test_a_voice_that_gives_only_silence_is_one_line_and_no_file(tmp_path):
     with torch.no_grad():
         tts.model.decoder.head.bias[tts.model.layout.eos_id] = 50.0  # every take ends at once
     tts.save_pretrained(tmp_path / "mute")
-    proc = toktts_here("say", "Hello there.", "--model", str(tmp_path / "mute"), "--seed", "4", "--retries", "1",
+    # Two chunks (60 characters at most): the pause between them is not speech either.
+    text = "Hello there, this is the first of two sentences. And here is the second one."
+    proc = toktts_here("say", text, "--model", str(tmp_path / "mute"), "--seed", "4", "--retries", "1",
                        "-o", str(tmp_path / "x.wav"), check=False)
-    assert_one_error_line(proc, "the voice gave only silence for 'hello there.' (2 takes, seed 4)", "--seed")
+    assert_one_error_line(proc, "the voice gave only silence for 'Hello there, this is the first of two",
+                          "(every take, seed 4)", "--seed")
     assert not (tmp_path / "x.wav").exists()
+    streamed = toktts("say", "Hello there.", "--model", str(tmp_path / "mute"), "--seed", "4", "--stream",
+                      "-o", str(tmp_path / "y.wav"), check=False)
+    assert_one_error_line(streamed, "the voice gave only silence for 'Hello there.'")
+    assert not (tmp_path / "y.wav").exists() and streamed.stdout == ""
 
 
 @pytest.mark.parametrize("command", ["train", "prepare", "say"])

@@ -48,16 +48,22 @@ class DamagedCheckpoint(TokttsError):
     """A checkpoint file that does not read back whole: cut short, overwritten, or failing its checksum."""
 
 
+VAL_IDS = "val_ids.txt"  # in a model directory: the ids of the utterances its training held out
+
+
 def save_model_dir(
     directory: str | Path,
     model: TokTTS,
     cfg: Config,
     codec: Codec,
     dtype: torch.dtype | str | None = None,
+    val_ids: list[str] | None = None,
 ) -> Path:
     """Write a model directory; `dtype` shrinks it for shipping: torch.bfloat16 / torch.float16
     weights, or "int8" (weight matrices quantized per row, see `quantize_int8`), with the codec's
-    state in fp16 either way. Loading always gives fp32 weights. All files are first written to a staging folder inside it and then
+    state in fp16 either way. Loading always gives fp32 weights. `val_ids`: the utterances training
+    held out, written to val_ids.txt for `toktts evaluate` (a corpus that grows later would split
+    otherwise). All files are first written to a staging folder inside it and then
     renamed into place, config.json last: a kill or a full disk while writing leaves the previous
     contents whole, and a kill during the renames leaves the directory without config.json, which
     `load_model_dir` refuses as incomplete."""
@@ -78,6 +84,8 @@ def save_model_dir(
         meta = {"format_version": FORMAT_VERSION, "text_vocab": list(text_vocab(cfg.model.text_input).chars), **cfg.to_dict()}
         if cfg.model.text_input == "phonemes":  # what espeak-ng writes changes between versions
             meta["espeak_version"] = espeak_version()
+        if val_ids is not None:
+            (stage / VAL_IDS).write_text("".join(f"{i}\n" for i in val_ids))
         (stage / "config.json").write_text(json.dumps(meta, indent=2))
         (directory / "config.json").unlink(missing_ok=True)  # incomplete until config.json is back
         for name in sorted(os.listdir(stage), key=lambda name: name == "config.json"):
@@ -85,6 +93,13 @@ def save_model_dir(
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return directory
+
+
+def held_out_ids(directory: str | Path) -> list[str] | None:
+    """The ids a model directory's training held out (`save_model_dir`'s val_ids), or None when
+    it does not say (models saved before it did, checkpoints)."""
+    path = Path(directory) / VAL_IDS
+    return path.read_text().split() if path.is_file() else None
 
 
 INT8_SCALE = ".int8_scale"  # the key suffix of a quantized matrix's per-row scales

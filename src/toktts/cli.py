@@ -200,10 +200,7 @@ def cmd_say(args) -> None:
         return
     out = tts(text, progress=True, **options)
     audio = out["audio"]  # (its peaks already limited; a stretch or a gain can raise them again)
-    if not len(audio):  # every take of every chunk came out silent: no file rather than an empty one
-        takes = 1 + max(r["retries"] for r in out["chunks"])
-        raise TokttsError(f"the voice gave only silence for {out['text']!r} ({takes} takes, seed {seed}): try "
-                          "another --seed or a longer text")
+    _no_silence(out["chunks"], text, seed)
     if args.speed != 1.0 or args.volume != 1.0:
         audio = limit(change_speed(audio, args.speed) * args.volume)
     write_audio(output, audio, out["sampling_rate"], fmt)
@@ -213,6 +210,14 @@ def cmd_say(args) -> None:
     # To stderr when the audio itself goes to stdout (-o /dev/stdout | player).
     print(f"wrote {output} ({seconds:.2f} s, seed {seed}, stopped by {out['stop_reason']}"
           f"{', ' + detail if detail else ''})", file=sys.stderr if is_stream(output) else sys.stdout)
+
+
+def _no_silence(chunks: list[dict], text: str, seed: int) -> None:
+    """A text of which every chunk's every take came out silent is an error, not a file of silence."""
+    if not any(chunk["samples"] for chunk in chunks):
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise TokttsError(f"the voice gave only silence for {shown!r} (every take, seed {seed}): try another "
+                          "--seed or a longer text")
 
 
 def _say_stream(tts, text: str, options: dict, keep: bool):
@@ -230,12 +235,14 @@ def _say_stream(tts, text: str, options: dict, keep: bool):
     log.info("streaming %d Hz 16-bit mono PCM (seed %s), e.g. | aplay -f S16_LE -c 1 -r %d", rate,
              options["seed"], rate)
     out, pieces = sys.stdout.buffer, []
+    stream = tts.stream(text, **options)
     try:
-        for piece in tts.stream(text, **options):
+        for piece in stream:
             out.write(to_int16(piece).tobytes())
             out.flush()
             if keep:
                 pieces.append(piece)
+        _no_silence(stream.chunks, text, options["seed"])
     except BrokenPipeError:  # the player quit: stop quietly (and keep Python from complaining at exit)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         if keep:
@@ -328,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2, help="flite processes at once (default: 2)")
     p.add_argument("--short", type=int, default=None, metavar="N",
                    help="add N short phrases (greetings, windows of 1-4 words of the sentences) so the voice "
-                        "learns short takes (default: 16%% of the packaged sentences, none with --texts)")
+                        "learns short takes (default: 16%% of the packaged sentences kept, 2,000 for all; "
+                        "none with --texts)")
     p.set_defaults(func=cmd_corpus_synth)
     p = csub.add_parser("download", help="download a corpus (resumable)")
     p.add_argument("name", choices=["ljspeech"], help="which corpus")

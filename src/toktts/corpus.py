@@ -179,9 +179,9 @@ def packaged_transcripts(split: str = "train") -> list[tuple[str, str]]:
 
 
 # A voice trained on LJSpeech's sentences alone (6.5 s on average) has never ended a second of
-# speech: it said "Hi." as silence or a click. The phrases below teach it short takes: a few
-# words people say first to a TTS (none of them in LJSpeech), then windows of 1-4 words cut from
-# the training sentences themselves, so no validation text leaks in.
+# speech: it said "Hi." as near silence. The phrases below teach it short takes: a few words
+# people say first to a TTS (none of them in LJSpeech), then windows of 1-4 words cut from the
+# corpus's own sentences (never from the packaged validation texts, which are not among them).
 _GREETINGS = (
     "Hi.", "Hello.", "Hello there.", "Hi there.", "Hey.", "Yes.", "No.", "Okay.", "OK.", "Sure.",
     "Thanks.", "Thank you.", "Thank you very much.", "Please.", "Sorry.", "Goodbye.", "Bye.",
@@ -193,16 +193,18 @@ _GREETINGS = (
 
 
 def short_phrases(rows: list[tuple[str, str]], n: int, seed: int = 0) -> list[tuple[str, str]]:
-    """`n` short utterances (id `SHORT-00001`...): the greetings above, then windows of 1-4
-    words of the given sentences, capitalised, mostly as statements, a few as questions or
-    exclamations. Deterministic for the same rows, n and seed."""
+    """Up to `n` short utterances: the greetings above, then windows of 1-4 words of the given
+    sentences, capitalised, mostly as statements, a few as questions or exclamations, no two of
+    the same words. Deterministic for the same rows, n and seed; each id (`SHORT-` and a hash of
+    the text) names its text, so a corpus synthesized again from other sentences never pairs a
+    wav with another phrase's text. Fewer than `n` come back (with a warning) when the sentences
+    hold too few distinct windows."""
     if n < 0:
-        raise TokttsError(f"the number of short phrases must be 0 or more, got {n}")
+        raise TokttsError(f"--short must be 0 or more short phrases, got {n}")
     rng = random.Random(seed)
     texts = list(_GREETINGS[:n])
-    words_of = [re.findall(r"[A-Za-z0-9][A-Za-z0-9'-]*", text) for _, text in rows]
-    words_of = [w for w in words_of if w]
-    seen = set(texts)
+    seen = {_words(t) for t in texts}
+    words_of = [w for _, text in rows if (w := re.findall(r"[A-Za-z0-9][A-Za-z0-9'-]*", text))]
     for _ in range(50 * n):  # windows repeat ("the", "of the"): bounded, not until n at any cost
         if len(texts) >= n or not words_of:
             break
@@ -211,10 +213,17 @@ def short_phrases(rows: list[tuple[str, str]], n: int, seed: int = 0) -> list[tu
         start = rng.randrange(len(words) - size + 1)
         phrase = " ".join(words[start : start + size])
         phrase = phrase[0].upper() + phrase[1:] + rng.choices(".?!", weights=(8, 1, 1))[0]
-        if phrase not in seen:
-            seen.add(phrase)
+        if _words(phrase) not in seen:
+            seen.add(_words(phrase))
             texts.append(phrase)
-    return [(f"SHORT-{i + 1:05d}", text) for i, text in enumerate(texts)]
+    if len(texts) < n:
+        logger.warning("only %d distinct short phrases in %d sentences, not the %d asked for",
+                       len(texts), len(rows), n)
+    return [(f"SHORT-{hashlib.sha1(t.encode()).hexdigest()[:10]}", t) for t in texts]
+
+
+def _words(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9'-]+", text.lower()))
 
 
 # ----------------------------------------------------------------------------- flite
@@ -306,8 +315,9 @@ def synth_corpus(
     *train* transcripts, so validation sentences never end up in a training corpus.
     limit: keep the first N sentences. jobs: flite processes run in parallel.
     short: add that many `short_phrases` of the sentences (greetings, then windows of 1-4 words),
-    so a voice trained on it can say "Hi."; by default 16% of the packaged transcripts (2,000 for
-    all 12,500) and none with `texts` (an evaluation corpus must hold only its sentences).
+    so a voice trained on it can say "Hi."; by default 16% of the packaged sentences kept (2,000
+    for all 12,500, fewer with `limit`) and none with `texts` (an evaluation corpus must hold only
+    its sentences).
 
     Resumable: wavs already in `out_dir/wavs` are kept, so rerunning after an interruption only
     synthesizes what is missing. A sentence flite fails on is skipped, counted and reported at the
@@ -329,7 +339,11 @@ def synth_corpus(
         rows = rows[:limit]
     if short is None:
         short = len(rows) * 4 // 25 if texts is None else 0  # 2,000 for the 12,500 sentences
-    rows += short_phrases(rows, short)
+    phrases = short_phrases(rows, short)
+    if clash := {uid for uid, _ in rows} & {uid for uid, _ in phrases}:
+        raise TokttsError(f"the texts already have an id {sorted(clash)[0]!r} of a short phrase: rename it, "
+                          "or leave the short phrases out with --short 0")
+    rows += phrases
 
     out = Path(out_dir).expanduser()
     wavs = out / "wavs"

@@ -79,6 +79,8 @@ def _cache_key(cfg: Config, corpus: Path) -> str:
         "data": [d.normalize, d.val_size, d.val_ids, d.split_seed, d.clip_seconds, d.min_seconds,
                  d.max_seconds, d.max_text_chars, d.noise_copies, d.noise_snr_db],
     }
+    if d.val_ids and Path(d.val_ids).is_file():  # the ids it holds, not only where it is
+        key["val_ids"] = hashlib.sha1(Path(d.val_ids).read_bytes()).hexdigest()
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -163,7 +165,7 @@ def _split(cfg: Config, items: list[Item]) -> tuple[list[Item], list[Item]]:
             raise TokttsError(f"data.val_ids file {str(path)!r} not found; give a file of ids or leave it empty")
         held = {line.split("|")[0].strip() for line in path.read_text().splitlines() if line.strip()}
         val = [i for i in items if i.id in held]
-        if held and not val:  # e.g. configs/finetune.yaml's ids with a corpus of one's own
+        if not val:  # e.g. configs/finetune.yaml's ids with a corpus of one's own
             raise TokttsError(f"data.val_ids file {str(path)!r} names none of the utterances of corpus "
                               f"{cfg.data.corpus!r}; list ids of this corpus, or hold out a seeded split "
                               "with --set data.val_ids=")

@@ -35,8 +35,9 @@ Splits (`--split`):
   val   sentences the model never trained on, picked by the first rule that applies:
         1. `<corpus>/val.txt` exists: the ids it lists (one `id` or `id|text` a line);
         2. the model was trained on this very corpus (its config's data.corpus is this directory):
-           the rows its training held out -- the same split `toktts prepare` made (data.val_ids,
-           or the seeded data.val_size split);
+           the rows its training held out: the model directory's val_ids.txt (written by
+           `toktts train`), else the split `toktts prepare` makes of the corpus as it is now
+           (data.val_ids, or the seeded data.val_size split, which moves if rows were added);
         3. otherwise the 100 packaged LJSpeech validation ids (toktts/data/ljspeech/val.txt) found
            in the corpus: a real LJSpeech copy, or a flite corpus made from them with
            `toktts corpus synth --out DIR --texts src/toktts/data/ljspeech/val.txt`.
@@ -76,6 +77,7 @@ import numpy as np
 from tqdm import tqdm
 
 from toktts.asr import error_rates, make_asr, score_text
+from toktts.checkpoint import held_out_ids
 from toktts.config import check_value
 from toktts.corpus import Utterance, read_corpus
 from toktts.errors import TokttsError
@@ -106,9 +108,10 @@ def _same_dir(a: str | Path, b: str | Path) -> bool:
         return False
 
 
-def _model_split(cfg: Config) -> tuple[list, list] | None:
-    """(train, val) items of the model's training corpus, split as `prepare` split them; None
-    when that corpus is no longer readable here (moved, another machine)."""
+def _model_split(cfg: Config, held_out: list[str] | None = None) -> tuple[list, list] | None:
+    """(train, val) items of the model's training corpus: val the `held_out` ids its training
+    recorded, or else split as `prepare` splits them now; None when that corpus is no longer
+    readable here (moved, another machine)."""
     from toktts import data
 
     corpus = Path(cfg.data.corpus) if cfg.data.corpus else None
@@ -116,21 +119,26 @@ def _model_split(cfg: Config) -> tuple[list, list] | None:
         return None
     try:
         items = data._read_items(cfg, dict.fromkeys(data.SKIPS, 0))
+        if held_out is not None:  # rows added since are counted as trained on: never wrongly held out
+            val = set(held_out)
+            return [it for it in items if it.id not in val], [it for it in items if it.id in val]
         return data._split(cfg, items)
     except TokttsError as e:  # e.g. its data.val_ids file is gone
         log.info("cannot reproduce the model's train/val split (%s)", e)
         return None
 
 
-def split_rows(corpus_dir: str | Path, split: str, cfg: Config | None = None) -> tuple[list[Utterance], str]:
-    """The corpus rows of `split` and the rule that chose them (see the module docstring)."""
+def split_rows(corpus_dir: str | Path, split: str, cfg: Config | None = None,
+               held_out: list[str] | None = None) -> tuple[list[Utterance], str]:
+    """The corpus rows of `split` and the rule that chose them (see the module docstring);
+    `held_out`: the ids the model's training held out, where its directory says."""
     if split not in SPLITS:
         raise TokttsError(f"unknown split {split!r}: use 'val' (never trained on) or 'all'")
     rows = read_corpus(corpus_dir)
     if split == "all":
         return rows, "all: every row of metadata.csv"
     corpus = Path(corpus_dir).expanduser()
-    model_split = _model_split(cfg) if cfg is not None else None
+    model_split = _model_split(cfg, held_out) if cfg is not None else None
     if (corpus / "val.txt").is_file():
         ids, rule = _read_ids(corpus / "val.txt"), f"val: the ids listed in {corpus / 'val.txt'}"
     elif cfg is not None and cfg.data.corpus and _same_dir(cfg.data.corpus, corpus):
@@ -140,7 +148,8 @@ def split_rows(corpus_dir: str | Path, split: str, cfg: Config | None = None) ->
                 "to the corpus, or evaluate on another corpus (e.g. `toktts corpus synth --out DIR --texts "
                 "src/toktts/data/ljspeech/val.txt`)"
             )
-        ids, rule = {it.id for it in model_split[1]}, "val: the rows the model's training held out"
+        ids = {it.id for it in model_split[1]}
+        rule = "val: the rows the model's training held out" + (" (its val_ids.txt)" if held_out is not None else "")
     else:
         text = (resources.files("toktts") / _PACKAGED_VAL).read_text(encoding="utf-8")
         ids = {line.split("|")[0].strip() for line in text.splitlines() if line.strip()}
@@ -385,7 +394,7 @@ def evaluate(
         overrides["chunk_chars"] = chunk_chars
     overrides = {k: check_value(f"generate.{k}", v, k) for k, v in overrides.items()}
     tts.cfg.generate = replace(tts.cfg.generate, **overrides)
-    rows, rule = split_rows(corpus_dir, split, tts.cfg)
+    rows, rule = split_rows(corpus_dir, split, tts.cfg, held_out_ids(tts.model_dir) if tts.model_dir else None)
     skipped = {"missing_wav": 0, "nothing_to_say": 0}
     usable = []
     for u in rows:

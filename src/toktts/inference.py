@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from toktts.audio import limit
-from toktts.checkpoint import load_model_dir, save_model_dir
+from toktts.checkpoint import held_out_ids, load_model_dir, save_model_dir
 from toktts.codecs import Codec
 from toktts.config import BadValue, Config, check_options
 from toktts.devices import autocast, check_threads, num_threads, resolve_device
@@ -148,7 +148,8 @@ class TTS:
         if dtype not in dtypes:
             raise TokttsError(f"dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
         with writing(directory, "choose another directory"):
-            return save_model_dir(directory, self.float_model, self.cfg, self.codec, dtype=dtypes[dtype])
+            return save_model_dir(directory, self.float_model, self.cfg, self.codec, dtype=dtypes[dtype],
+                                  val_ids=held_out_ids(self.model_dir) if self.model_dir else None)
 
     def push_to_hub(self, repo_id: str, private: bool = False, token: str | None = None) -> str:
         """Upload the model directory to the Hugging Face Hub; returns the repo URL."""
@@ -479,7 +480,7 @@ class _Run:
         tts, layout = self.tts, self.tts.model.layout
         texts, seeds = [self.jobs[r].text for r in rows], [self.jobs[r].seed_for(0) for r in rows]
         first, live, n = self.jobs[rows[0]], None, self.best_of
-        attempts, heard = {}, False  # heard: some of the live chunk was given out
+        attempts, heard, given = {}, False, 0  # heard: some of the live chunk was given out (`given` samples)
         if self.live and n == 1:
             # Step by step: the first chunk is decoded and given out while the batch is generated.
             _, steps = tts.generate_tokens(texts, seed=seeds, steps=True, **self.sampling)
@@ -496,7 +497,7 @@ class _Run:
                     codes = layout.codes(progress.tokens[:1], ready)[0]  # (K, ready)
                     piece = live.feed(codes, final=done)
                     if len(piece):
-                        heard = True
+                        heard, given = True, given + len(piece)
                         yield first.owner, piece
             result = progress.result()
             for b, r in enumerate(rows):
@@ -541,6 +542,7 @@ class _Run:
             if job.pause:
                 yield job.owner, np.zeros(round(job.pause * tts.sampling_rate), np.float32)
             self.reports[r] = {k: v for k, v in best.items() if k not in ("audio", "score")}
+            self.reports[r]["samples"] = given if heard and b == 0 else len(best["audio"])  # 0: only silence
             if self.bar is not None:
                 self.bar.update(1)
 
@@ -569,7 +571,7 @@ class _Run:
             "text": job.text, "stop_reason": "eos" if stopped else "max_length", "ok": problem is None,
             "problem": problem, "retries": attempt, "seed": job.seed_for(attempt), "frames": codes.shape[1],
             "codes": codes.cpu(), "voiced_fraction": voice.trimmer.voiced_fraction, "cer": cer,
-            # Among failed takes, the most voiced one is kept: a quiet take beats none.
+            # The last tie-break: of takes alike so far (e.g. all mostly silent), the most voiced.
             "audio": voice.audio, "score": (problem is None, stopped, -(cer or 0.0), voice.trimmer.voiced_fraction),
         }
 

@@ -402,6 +402,6 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         with _writing(out_dir):
-            save_model_dir(out_dir, unwrap(model), cfg, codec)
+            save_model_dir(out_dir, unwrap(model), cfg, codec, val_ids=list(val_set.ids))
     accelerator.end_training()
     return out_dir
