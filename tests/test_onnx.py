@@ -69,10 +69,12 @@ def test_input_dropout_draws_its_masks_from_the_same_generators():
 
 def test_streaming_and_whole_takes_agree_and_the_graph_gives_the_alignment():
     eager, fast = twins()
-    whole = fast("Hello there, how are you?", seed=2)["audio"]
-    streamed = np.concatenate(list(fast.stream("Hello there, how are you?", seed=2)))
+    # No retries: the tiny model runs away, and a whole take keeps the best of its retries where a
+    # stream has already given out its first take.
+    whole = fast("Hello there, how are you?", seed=2, retries=0)["audio"]
+    streamed = np.concatenate(list(fast.stream("Hello there, how are you?", seed=2, retries=0)))
     np.testing.assert_allclose(streamed, whole, atol=1e-5)
-    np.testing.assert_allclose(eager("Hello there, how are you?", seed=2)["audio"], whole, atol=1e-5)
+    np.testing.assert_allclose(eager("Hello there, how are you?", seed=2, retries=0)["audio"], whole, atol=1e-5)
     _, a = eager.generate_tokens(TEXTS, seed=0, need_weights=True)  # the evaluation's alignment image
     _, b = fast.generate_tokens(TEXTS, seed=0, need_weights=True)
     assert torch.equal(a["tokens"], b["tokens"])
