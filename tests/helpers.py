@@ -112,6 +112,18 @@ def tiny_tts(seed: int = 0, max_seconds: float | None = None):
     return TTS(TokTTS(cfg.model).eval(), cfg, codec, torch.device("cpu"))
 
 
+def mute_tts(max_seconds: float = 1.0):
+    """`tiny_tts` whose every take ends at once (stream 0's end of speech far above the rest, no
+    floor on ending): all silence."""
+    import torch
+
+    tts = tiny_tts(max_seconds=max_seconds)
+    tts.cfg.generate.min_seconds_per_char = 0.0
+    with torch.no_grad():
+        tts.model.decoder.head.bias[tts.model.layout.eos_id] = 50.0
+    return tts
+
+
 def batch(model, B=2, L=7, T=9, seed=0):
     """A random (text (B, L), lengths (B,), tokens (B, N, S)) batch for `model`: the first item
     L characters long, the others 2 shorter (padded), every one T frames."""

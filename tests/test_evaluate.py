@@ -8,6 +8,8 @@ import contextlib
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jiwer
@@ -254,6 +256,12 @@ def test_val_split_rules(model, val_corpus, tmp_path):
     only_trained = _corpus_copy(val_corpus, tmp_path / "trained", [trained_row], val_ids=[trained_row.split("|")[0]])
     with pytest.raises(TokttsError, match="training data"):
         split_rows(only_trained, "val", cfg)
+
+
+def test_the_asr_workers_module_loads_without_torch():
+    """ASR worker processes import toktts.evaluate: torch and the model stay out of them."""
+    code = "import sys, toktts.evaluate; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
 def test_the_model_directory_says_what_its_training_held_out(model, val_corpus, tmp_path):

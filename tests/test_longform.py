@@ -156,7 +156,7 @@ def test_a_live_chunk_is_retried_only_if_none_of_it_was_heard():
     nothing (the trimmer holds silence back), so it is retried as in tts(); one that runs away
     has been heard, so it is reported instead. A tiny random model runs away; the same model
     with its end-of-speech logit raised ends every take at once."""
-    from helpers import tiny_tts
+    from helpers import mute_tts, tiny_tts
 
     tts = tiny_tts(max_seconds=1.0)
     whole = tts("Hello there.", seed=0, retries=1)
@@ -164,10 +164,7 @@ def test_a_live_chunk_is_retried_only_if_none_of_it_was_heard():
     assert len(np.concatenate(list(stream))) > 0
     assert whole["chunks"][0]["retries"] == 1 and whole["chunks"][0]["problem"] == "ran to its length limit"
     assert stream.chunks[0]["retries"] == 0 and stream.chunks[0]["problem"] == "ran to its length limit"
-    tts = tiny_tts(max_seconds=1.0)  # a fresh one: a decoder step graph is made of the weights at first use
-    tts.cfg.generate.min_seconds_per_char = 0.0  # (the bundled voice's floor would hold the end back)
-    with torch.no_grad():
-        tts.model.decoder.head.bias[tts.model.layout.eos_id] = 50.0  # stream 0's end of speech
+    tts = mute_tts()  # a fresh one: a decoder step graph is made of the weights at first use
     whole = tts("Hello there.", seed=0, retries=1)
     stream = tts.stream("Hello there.", seed=0, retries=1)
     assert list(stream) == [] and len(whole["audio"]) == 0

@@ -165,6 +165,11 @@ def read_transcripts(path: str | Path) -> list[tuple[str, str]]:
     return [(uid, norm) for uid, _, norm in rows]
 
 
+def ids_in(text: str) -> set[str]:
+    """The ids of a list of them: one `id` (or `id|text`) a line."""
+    return {line.split("|")[0].strip() for line in text.splitlines() if line.strip()}
+
+
 def packaged_transcripts(split: str = "train") -> list[tuple[str, str]]:
     """(id, normalized text) of the LJSpeech transcripts shipped with toktts.
 

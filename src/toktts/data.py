@@ -39,7 +39,7 @@ from tqdm import tqdm
 from toktts.audio import load_audio
 from toktts.codecs import Codec, build_codec
 from toktts.config import Config
-from toktts.corpus import read_corpus
+from toktts.corpus import ids_in, read_corpus
 from toktts.errors import TokttsError
 from toktts.files import write_atomic, writing
 from toktts.patterns import Layout
@@ -158,18 +158,22 @@ def _given_tokens(cfg: Config) -> Path:
     return root
 
 
+def hold_out(items: list[Item], ids: set[str]) -> tuple[list[Item], list[Item]]:
+    """(train, val) with the items whose id is in `ids` held out."""
+    return [i for i in items if i.id not in ids], [i for i in items if i.id in ids]
+
+
 def _split(cfg: Config, items: list[Item]) -> tuple[list[Item], list[Item]]:
     if cfg.data.val_ids:
         path = Path(cfg.data.val_ids)
         if not path.is_file():
             raise TokttsError(f"data.val_ids file {str(path)!r} not found; give a file of ids or leave it empty")
-        held = {line.split("|")[0].strip() for line in path.read_text().splitlines() if line.strip()}
-        val = [i for i in items if i.id in held]
+        train, val = hold_out(items, ids_in(path.read_text(encoding="utf-8-sig")))
         if not val:  # e.g. configs/finetune.yaml's ids with a corpus of one's own
             raise TokttsError(f"data.val_ids file {str(path)!r} names none of the utterances of corpus "
                               f"{cfg.data.corpus!r}; list ids of this corpus, or hold out a seeded split "
                               "with --set data.val_ids=")
-        return [i for i in items if i.id not in held], val
+        return train, val
     order = list(range(len(items)))
     random.Random(cfg.data.split_seed).shuffle(order)
     # val_size, but never more than a tenth of a small corpus (at least one when it has two)

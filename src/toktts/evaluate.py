@@ -77,9 +77,8 @@ import numpy as np
 from tqdm import tqdm
 
 from toktts.asr import error_rates, make_asr, score_text
-from toktts.checkpoint import held_out_ids
 from toktts.config import check_value
-from toktts.corpus import Utterance, read_corpus
+from toktts.corpus import Utterance, ids_in, read_corpus
 from toktts.errors import TokttsError
 
 if TYPE_CHECKING:  # torch and the model load lazily: ASR worker processes import this module
@@ -95,10 +94,6 @@ _PACKAGED_VAL = "data/ljspeech/val.txt"
 
 
 # ----------------------------------------------------------------------------- splits
-
-
-def _read_ids(path: Path) -> set[str]:
-    return {line.split("|")[0].strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()}
 
 
 def _same_dir(a: str | Path, b: str | Path) -> bool:
@@ -120,8 +115,7 @@ def _model_split(cfg: Config, held_out: list[str] | None = None) -> tuple[list, 
     try:
         items = data._read_items(cfg, dict.fromkeys(data.SKIPS, 0))
         if held_out is not None:  # rows added since are counted as trained on: never wrongly held out
-            val = set(held_out)
-            return [it for it in items if it.id not in val], [it for it in items if it.id in val]
+            return data.hold_out(items, set(held_out))
         return data._split(cfg, items)
     except TokttsError as e:  # e.g. its data.val_ids file is gone
         log.info("cannot reproduce the model's train/val split (%s)", e)
@@ -140,7 +134,8 @@ def split_rows(corpus_dir: str | Path, split: str, cfg: Config | None = None,
     corpus = Path(corpus_dir).expanduser()
     model_split = _model_split(cfg, held_out) if cfg is not None else None
     if (corpus / "val.txt").is_file():
-        ids, rule = _read_ids(corpus / "val.txt"), f"val: the ids listed in {corpus / 'val.txt'}"
+        ids = ids_in((corpus / "val.txt").read_text(encoding="utf-8-sig"))
+        rule = f"val: the ids listed in {corpus / 'val.txt'}"
     elif cfg is not None and cfg.data.corpus and _same_dir(cfg.data.corpus, corpus):
         if model_split is None:
             raise TokttsError(
@@ -152,7 +147,7 @@ def split_rows(corpus_dir: str | Path, split: str, cfg: Config | None = None,
         rule = "val: the rows the model's training held out" + (" (its val_ids.txt)" if held_out is not None else "")
     else:
         text = (resources.files("toktts") / _PACKAGED_VAL).read_text(encoding="utf-8")
-        ids = {line.split("|")[0].strip() for line in text.splitlines() if line.strip()}
+        ids = ids_in(text)
         rule = "val: the packaged LJSpeech validation ids (toktts/data/ljspeech/val.txt) in the corpus"
     chosen = [u for u in rows if u.id in ids]
     if model_split is not None and chosen:
@@ -376,6 +371,7 @@ def evaluate(
     each sentence whole (the teacher-forced audio is always whole). Returns the metrics dict, plus the
     paths it wrote under "files". Raises TokttsError on bad input (see the module docstring).
     """
+    from toktts.checkpoint import held_out_ids
     from toktts.devices import resolve_device
     from toktts.inference import TTS
 
