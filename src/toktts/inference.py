@@ -273,7 +273,7 @@ class TTS:
             text_seed = self.cfg.generate.seed if text_seed is None else text_seed
             chunks = []
             for part in self.spoken_parts(text):
-                pieces = split_text(part.text, max_chars)
+                pieces = split_text(part.text, max_chars, close=self.cfg.generate.close_chunks)
                 if part.pause is not None:  # an SSML break or sentence: its pause, not the punctuation's
                     pieces[-1] = replace(pieces[-1], pause=part.pause)
                 chunks += pieces

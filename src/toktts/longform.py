@@ -31,6 +31,8 @@ WORD_PAUSE = 0.05  # after a chunk cut between words (no punctuation to pause on
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"']))\s+")
 _CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
 _ENDS_CLAUSE = re.compile(r"[.!?,;:][\"')\]]*$")
+_ENDS_SENTENCE = re.compile(r"[.!?][\"')\]]*$")
+_OPEN_END = re.compile(r"[,;:]?([\"')\]]*)$")  # a clause mark or none, before closing quotes
 
 
 @dataclass(frozen=True)
@@ -54,13 +56,15 @@ def pause_after(text: str) -> float:
     return WORD_PAUSE
 
 
-def split_text(text: str, max_chars: int) -> list[Chunk]:
-    """Cut normalised `text` into chunks of at most `max_chars` characters (the last one may get
-    one more: see below), packing whole
+def split_text(text: str, max_chars: int, close: bool = False) -> list[Chunk]:
+    """Cut normalised `text` into chunks of at most `max_chars` characters (a chunk may get one
+    more: see below), packing whole
     sentences together while they fit; a word longer than a chunk is cut too, so that the cost
     of any text grows linearly with its length. A text that ends without punctuation gets a
     full stop: the training transcripts end in one, and without it the model reads a short text
-    ("hello") as one that goes on and does not stop."""
+    ("hello") as one that goes on and does not stop. With `close`, so does every chunk cut
+    inside a sentence (a clause mark it ends with becomes the full stop), for the same reason;
+    its pause stays the one its own ending asks for."""
     if max_chars < 1:
         raise ValueError(f"max_chars must be >= 1, got {max_chars}")
     pieces: list[str] = []
@@ -79,7 +83,14 @@ def split_text(text: str, max_chars: int) -> list[Chunk]:
             chunks.append(piece)
     if chunks and not _ENDS_CLAUSE.search(chunks[-1]):
         chunks[-1] += "."  # one character over max_chars at most
-    return [Chunk(c, pause_after(c)) for c in chunks]
+    return [Chunk(_closed(c) if close else c, pause_after(c)) for c in chunks]
+
+
+def _closed(chunk: str) -> str:
+    """The chunk as spoken when it must end like a sentence: "was cut in," -> "was cut in."."""
+    if _ENDS_SENTENCE.search(chunk):
+        return chunk
+    return _OPEN_END.sub(r".\1", chunk, count=1)
 
 
 def _split_words(text: str, max_chars: int) -> list[str]:
