@@ -212,6 +212,16 @@ def test_chunked_evaluation_hears_what_say_would_say(result, model, val_corpus, 
     whole = next(r for r in result["sentences"] if r["id"] == row["id"])
     assert row["seconds_teacher_forced"] == whole["seconds_teacher_forced"]  # the recording's length
     assert row["seconds_generated"] != whole["seconds_generated"]  # pauses, trimmed edges
+    # --no-close-chunks: the chunks as cut, as a voice saved with generate.close_chunks false says them
+    with one_thread():
+        as_cut = evaluate(str(model_dir), str(val_corpus), out_dir=str(tmp_path / "as_cut"), progress=False,
+                          limit=1, ceilings_from=earlier, chunk_chars=12, close_chunks=False)
+        tts.cfg.generate.close_chunks = False
+        said = tts.synthesize([row["text"]], retries=0, seed=0)[0]
+    assert chunked["sampling"]["close_chunks"] is True and as_cut["sampling"]["close_chunks"] is False
+    write_wav(tmp_path / "said.wav", said["audio"], said["sampling_rate"])
+    assert (tmp_path / "as_cut" / as_cut["sentences"][0]["audio_generated"]).read_bytes() == (tmp_path / "said.wav").read_bytes()
+    assert [c["text"][-1] for c in said["chunks"]] != ["."] * len(said["chunks"])  # some chunk cut between words
     with pytest.raises(TokttsError, match=r"chunk_chars must be 0 or from 8 to 100000 \(0 = from the training texts\), got 3"):
         evaluate(str(model_dir), str(val_corpus), out_dir=str(tmp_path / "x"), progress=False, chunk_chars=3)
     with pytest.raises(TokttsError, match="temperature must be 0 or from 0.001 to 100"):

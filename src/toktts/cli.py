@@ -266,7 +266,7 @@ def cmd_evaluate(args) -> None:
         seed=args.seed, batch_size=args.batch_size, device=args.device, asr_jobs=args.asr_jobs,
         sampling=dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg_scale),
         ceilings_from=args.ceilings_from, precision=args.precision, backend=args.backend,
-        chunk_chars=args.chunk_chars,
+        chunk_chars=args.chunk_chars, close_chunks=args.close_chunks,
     )
     print(format_summary(metrics))
 
@@ -417,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speak each sentence as `toktts say` does, cut into chunks of at most N characters "
                         "joined with pauses (no retries; 0 = the model's own length); default: each sentence "
                         "generated whole")
+    p.add_argument("--close-chunks", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --chunk-chars: end each chunk cut inside a sentence with a full stop, or not "
+                        "(--no-close-chunks); default: the model's generate.close_chunks")
     _backend_arg(p)
     p.set_defaults(func=cmd_evaluate)
 

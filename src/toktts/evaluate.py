@@ -353,6 +353,7 @@ def evaluate(
     precision: str | None = None,
     backend: str | None = None,
     chunk_chars: int | None = None,
+    close_chunks: bool | None = None,
 ) -> dict:
     """Synthesize a corpus split, transcribe generated / teacher-forced / codec-resynthesized /
     reference audio with one ASR, and write `metrics.json`, `report.html`, `audio/` and `figures/` to `out_dir`.
@@ -368,7 +369,9 @@ def evaluate(
     as `toktts say` does, cut into chunks of at most that many characters (0: the model's
     `generate.chunk_chars`; at sentence ends, then clause marks, then between words) joined with
     pauses, but without retries; None generates
-    each sentence whole (the teacher-forced audio is always whole). Returns the metrics dict, plus the
+    each sentence whole (the teacher-forced audio is always whole). close_chunks: end every
+    chunk cut inside a sentence with a full stop (True) or as cut (False) instead of as the
+    model's `generate.close_chunks` says (None). Returns the metrics dict, plus the
     paths it wrote under "files". Raises TokttsError on bad input (see the module docstring).
     """
     from toktts.checkpoint import held_out_ids
@@ -388,6 +391,8 @@ def evaluate(
         raise TokttsError(f"unknown sampling setting(s) {sorted(unknown)}; use temperature, top_k, top_p, cfg_scale")
     if chunk_chars:  # 0: the model's own chunk length
         overrides["chunk_chars"] = chunk_chars
+    if close_chunks is not None:
+        overrides["close_chunks"] = close_chunks
     overrides = {k: check_value(f"generate.{k}", v, k) for k, v in overrides.items()}
     tts.cfg.generate = replace(tts.cfg.generate, **overrides)
     rows, rule = split_rows(corpus_dir, split, tts.cfg, held_out_ids(tts.model_dir) if tts.model_dir else None)
@@ -431,7 +436,8 @@ def evaluate(
         "split_rule": rule, "asr": engine.name, "seed": seed, "batch_size": batch_size, "device": str(tts.device),
         "sampling": {k: getattr(tts.cfg.generate, k)
                      for k in ("temperature", "top_k", "top_p", "cfg_scale", "max_seconds")}
-                    | {"chunk_chars": None if chunk_chars is None else tts.cfg.generate.chunk_chars},
+                    | {"chunk_chars": None if chunk_chars is None else tts.cfg.generate.chunk_chars,
+                       "close_chunks": None if chunk_chars is None else tts.cfg.generate.close_chunks},
         "skipped": skipped, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "ceilings_from": ceilings_from,
     })
