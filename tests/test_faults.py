@@ -197,7 +197,7 @@ def test_a_voice_that_gives_only_silence_is_one_line_and_no_file(tmp_path):
     proc = toktts_here("say", text, "--model", str(tmp_path / "mute"), "--seed", "4", "--retries", "1",
                        "-o", str(tmp_path / "x.wav"), check=False)
     assert_one_error_line(proc, "the voice gave only silence for 'Hello there, this is the first of two",
-                          "(every take, seed 4)", "--seed")
+                          "(every take, seed 4)", "another seed")
     assert not (tmp_path / "x.wav").exists()
     streamed = toktts("say", "Hello there.", "--model", str(tmp_path / "mute"), "--seed", "4", "--stream",
                       "-o", str(tmp_path / "y.wav"), check=False)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import torch
 
 import toktts.inference as inference
+from toktts.errors import TokttsError
 from toktts.inference import TTS
 from toktts.longform import DEFAULT_CHUNK_CHARS, CLAUSE_PAUSE, SENTENCE_PAUSE, WORD_PAUSE, FrameDecoder, Trimmer, split_text
 from toktts.text import normalize
@@ -207,11 +208,14 @@ def test_a_live_chunk_is_retried_only_if_none_of_it_was_heard():
     assert whole["chunks"][0]["retries"] == 1 and whole["chunks"][0]["problem"] == "ran to its length limit"
     assert stream.chunks[0]["retries"] == 0 and stream.chunks[0]["problem"] == "ran to its length limit"
     tts = mute_tts()  # a fresh one: a decoder step graph is made of the weights at first use
-    whole = tts("Hello there.", seed=0, retries=1)
+    whole = tts.synthesize(["Hello there."], seed=0, retries=1)[0]  # (tts(text) would raise, below)
     stream = tts.stream("Hello there.", seed=0, retries=1)
     assert list(stream) == [] and len(whole["audio"]) == 0
     for report in (whole["chunks"][0], stream.chunks[0]):
         assert report["retries"] == 1 and report["problem"] == "mostly silent (0% voiced)"
+        assert report["samples"] == 0
+    with pytest.raises(TokttsError, match=r"only silence for 'Hello there.' \(every take, seed 0\)"):
+        tts("Hello there.", seed=0, retries=1)
 
 
 def test_a_stream_ends_when_asked_to_stop(tts):

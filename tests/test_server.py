@@ -338,6 +338,16 @@ def test_a_model_that_fails_to_load_answers_503_with_the_reason():
         assert_openai_error(speech(url, input="Hi."), 503, None, "failed to load", "/nonexistent/model")
 
 
+def test_a_voice_that_gives_only_silence_is_a_400_streamed_or_not():
+    from helpers import mute_tts
+
+    with running(create_app(mute_tts(), max_chars=200, warmup=False)) as url:
+        for speed in (1.0, 1.5):  # streamed as it is generated, or whole and then stretched
+            r = speech(url, input="Hello there.", response_format="wav", speed=speed, seed=3)
+            assert_openai_error(r, 400, "input", "only silence for 'Hello there.'", "seed 3")
+            assert r.json()["error"]["code"] == "silent_output"
+
+
 @pytest.fixture(scope="module")
 def tiny_url():
     with running(create_app(tiny_tts(max_seconds=0.5), max_chars=200, warmup=False)) as url:

@@ -198,9 +198,8 @@ def cmd_say(args) -> None:
             write_audio(output, audio, tts.sampling_rate, fmt)
             log.info("wrote %s (seed %d)", output, seed)
         return
-    out = tts(text, progress=True, **options)
+    out = tts(text, progress=True, **options)  # (all silence is an error there)
     audio = out["audio"]  # (its peaks already limited; a stretch or a gain can raise them again)
-    _no_silence(out["chunks"], text, seed)
     if args.speed != 1.0 or args.volume != 1.0:
         audio = limit(change_speed(audio, args.speed) * args.volume)
     write_audio(output, audio, out["sampling_rate"], fmt)
@@ -212,14 +211,6 @@ def cmd_say(args) -> None:
           f"{', ' + detail if detail else ''})", file=sys.stderr if is_stream(output) else sys.stdout)
 
 
-def _no_silence(chunks: list[dict], text: str, seed: int) -> None:
-    """A text of which every chunk's every take came out silent is an error, not a file of silence."""
-    if not any(chunk["samples"] for chunk in chunks):
-        shown = text if len(text) <= 60 else text[:57] + "..."
-        raise TokttsError(f"the voice gave only silence for {shown!r} (every take, seed {seed}): try another "
-                          "--seed or a longer text")
-
-
 def _say_stream(tts, text: str, options: dict, keep: bool):
     """Raw 16-bit little-endian mono PCM on stdout as it is generated, for `aplay`/`sox`/`ffplay`;
     with `keep`, returns all of it (for -o) too."""
@@ -228,6 +219,7 @@ def _say_stream(tts, text: str, options: dict, keep: bool):
     import numpy as np
 
     from toktts.audio import to_int16
+    from toktts.inference import require_voiced
 
     rate = tts.sampling_rate
     if sys.stdout.isatty():
@@ -242,7 +234,7 @@ def _say_stream(tts, text: str, options: dict, keep: bool):
             out.flush()
             if keep:
                 pieces.append(piece)
-        _no_silence(stream.chunks, text, options["seed"])
+        require_voiced(stream.chunks, text, options["seed"])
     except BrokenPipeError:  # the player quit: stop quietly (and keep Python from complaining at exit)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         if keep:

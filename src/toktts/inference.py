@@ -206,8 +206,11 @@ class TTS:
 
     def __call__(self, text: str, **kwargs: Any) -> dict[str, Any]:
         """Synthesize a text of any length. Keyword arguments: temperature, top_k, top_p, seed,
-        max_seconds (per chunk), retries, verify, progress."""
-        return self.synthesize([text], **kwargs)[0]
+        max_seconds (per chunk), retries, verify, progress. A text of which every take of every
+        chunk came out silent is a `TokttsError`, not a result without audio."""
+        result = self.synthesize([text], **kwargs)[0]
+        require_voiced(result["chunks"], text, kwargs.get("seed"))
+        return result
 
     def synthesize(
         self,
@@ -617,6 +620,15 @@ class AudioStream:
     @property
     def chunks(self) -> list[dict]:
         return [r for r in self._run.reports if r is not None]
+
+
+def require_voiced(chunks: list[dict], text: str, seed: int | None) -> None:
+    """Raise when every chunk of `text` came out silent (every take): `synthesize` reports such
+    a text with `samples` 0 in each chunk; `tts(text)`, `say` and the server fail instead."""
+    if chunks and not any(chunk["samples"] for chunk in chunks):
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise TokttsError(f"the voice gave only silence for {shown!r} (every take, seed {seed}): try another "
+                          "seed or a longer text")
 
 
 def _result(audio: np.ndarray, rate: int, reports: list[dict]) -> dict[str, Any]:

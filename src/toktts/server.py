@@ -359,19 +359,25 @@ class Synthesizer:
                 job = jobs[0]
                 # closing: a client that hangs up ends the generation where it is
                 stream = tts.stream(job.text, should_stop=lambda: job.cancelled, **job.sampling)
+                given = False
                 with contextlib.closing(iter(stream)) as chunks:
                     for chunk in chunks:
                         if job.cancelled:  # the client hung up: stop generating
                             return
                         job.put(chunk)
-                if not job.cancelled:  # (a hang-up may also have ended the stream between steps)
-                    job.put(_END)
+                        given = True
+                if job.cancelled:  # (a hang-up may also have ended the stream between steps)
+                    return
+                # only silence: an error, while the status can still say so
+                job.put(_END if given else _voiced_or_error(stream.chunks, job))
             else:
                 sampling = {**jobs[0].sampling, "seed": [j.sampling["seed"] for j in jobs]}
                 results = tts.synthesize([j.text for j in jobs], **sampling)
                 for job, result in zip(jobs, results):
-                    job.put(result["audio"])
-                    job.put(_END)
+                    outcome = _voiced_or_error(result["chunks"], job)
+                    if outcome is _END:
+                        job.put(result["audio"])
+                    job.put(outcome)
         except TokttsError as e:
             if len(jobs) > 1:  # find whose text it was, so that only that request fails
                 for job in jobs:
@@ -382,6 +388,17 @@ class Synthesizer:
             log.exception("synthesis failed")
             for job in jobs:
                 job.put(APIError(500, "synthesis failed; the server's log has the details", type="server_error"))
+
+
+def _voiced_or_error(chunks: list[dict], job: Job) -> object:
+    """_END for a job whose text got some voice; the 400 to answer when every take was silent."""
+    from toktts.inference import require_voiced
+
+    try:
+        require_voiced(chunks, job.text, job.sampling.get("seed"))
+    except TokttsError as e:
+        return APIError(400, str(e), param="input", code="silent_output")
+    return _END
 
 
 # -- the HTTP API -------------------------------------------------------------------------------
