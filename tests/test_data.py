@@ -174,7 +174,9 @@ def test_changed_settings_make_a_new_cache(corpus, tmp_path):
     a = cache_dir(config(corpus, tmp_path / "cache"))
     b = cache_dir(config(corpus, tmp_path / "cache", "data.clip_seconds=1"))
     c = cache_dir(config(corpus, tmp_path / "cache", "train.lr=0.5"))  # training settings do not matter
-    assert a != b and a == c
+    d = cache_dir(config(corpus, tmp_path / "cache", "codec.despike=0", "codec.griffin_lim_iters=8"))  # decoding's
+    e = cache_dir(config(corpus, tmp_path / "cache", "codec.n_mels=40"))
+    assert a != b and a == c == d and e != a
 
 
 def test_bucket_batches_respect_the_budget_and_cover_everything():

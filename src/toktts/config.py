@@ -35,6 +35,10 @@ class CodecConfig:
     stack: int = 1  # mel codec: mel frames (at frame_rate * stack Hz) quantised together as one codec frame
     fit_utterances: int = 600  # mel codec: how many training utterances fit the codebooks
     griffin_lim_iters: int = 32  # mel codec decoding
+    # mel codec decoding: no log-mel bin may rise more than this (nats) above the louder of its two
+    # neighbouring frames. A lone loud frame is a combination of codes no recording has, which
+    # Griffin-Lim turns into a click; 0 = off.
+    despike: float = 0.5
     seed: int = 0
 
 
@@ -350,6 +354,7 @@ RULES: dict[str, Rule] = {
     "codec.stack": Rule(1, 16),
     "codec.fit_utterances": _COUNT,
     "codec.griffin_lim_iters": Rule(1, 1000),
+    "codec.despike": Rule(0, 100, hint="nats; 0 = off"),
     "codec.seed": SEED_RANGE,
     "data.val_size": _NATURAL,
     "data.split_seed": SEED_RANGE,

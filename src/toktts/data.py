@@ -100,8 +100,9 @@ def _codec_digest(path: Path) -> str:
 
 
 def _token_codec(cfg: Config) -> dict:
-    """The codec settings that change the tokens (Griffin-Lim's iterations only change decoding)."""
-    return {k: v for k, v in asdict(cfg.codec).items() if k != "griffin_lim_iters"}
+    """The codec settings that change the tokens (Griffin-Lim's iterations and the despiking only
+    change decoding)."""
+    return {k: v for k, v in asdict(cfg.codec).items() if k not in ("griffin_lim_iters", "despike")}
 
 
 def _codec_from(cfg: Config) -> Path | None:

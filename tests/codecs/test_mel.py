@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from toktts.codecs import Codec, build_codec
-from toktts.codecs.mel import STATE_FILE, MelCodec, mel_filterbank
+from toktts.codecs.mel import STATE_FILE, MelCodec, despike, mel_filterbank
 from toktts.config import CodecConfig
 from toktts.errors import TokttsError
 
@@ -138,6 +138,39 @@ def test_decoded_audio_has_the_quantised_spectrum(codec):
     # 5.8 with the filterbank transpose in place of its pseudo-inverse
     _, decode_err, _ = log_mel_error(codec, HELD_OUT)
     assert decode_err < 0.45
+
+
+def test_despike_lowers_a_lone_loud_frame_to_its_neighbours_plus_the_margin():
+    log_mel = torch.full((1, 9, 3), -6.0)  # (B, T, D)
+    log_mel[0, 4, 2] = -1.0  # one frame loud in the top band: a click
+    log_mel[0, 6:, 0] = -2.0  # an onset that stays loud: speech
+    out = despike(log_mel, 0.5)
+    assert out.shape == log_mel.shape
+    assert out[0, 4, 2] == pytest.approx(-5.5)
+    changed = (out != log_mel).nonzero().tolist()
+    assert changed == [[0, 4, 2]]  # the onset, its edge frame and every quiet bin pass as they were
+    assert torch.equal(despike(log_mel, 10.0), log_mel)
+
+
+def test_despike_changes_little_of_real_codes_and_removes_a_planted_burst(codec):
+    x, lengths = batch(HELD_OUT)
+    codes, _ = codec.encode(x, lengths)
+    log_mel = codec.codes_to_log_mel(codes)
+    assert (despike(log_mel, 0.5) != log_mel).float().mean() < 0.05
+    off = MelCodec(small_cfg(despike=0.0))
+    off.codebooks, off.mean, off.std = codec.codebooks, codec.mean, codec.std
+    # the codes of frame 20 replaced by the loudest codeword of each codebook: a lone burst
+    loud = codec.codewords().sum(-1).argmax(-1)  # (K,)
+    burst = codes.clone()
+    burst[:, :, 20] = loud[None, :]
+    on_energy = codec.log_mel(codec.decode(burst))[:, 20].exp().sum(-1)
+    off_energy = off.log_mel(off.decode(burst))[:, 20].exp().sum(-1)
+    assert (on_energy < off_energy).all()
+
+
+def test_despike_is_validated():
+    with pytest.raises(TokttsError, match="codec.despike"):
+        MelCodec(small_cfg(despike=-1.0))
 
 
 def test_second_codebook_refines_the_first():

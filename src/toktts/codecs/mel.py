@@ -88,6 +88,8 @@ class MelCodec:
                 raise TokttsError(f"codec.{key} must be >= 1, got {getattr(cfg, key)}")
         if cfg.griffin_lim_iters < 0:
             raise TokttsError(f"codec.griffin_lim_iters must be >= 0, got {cfg.griffin_lim_iters}")
+        if cfg.despike < 0:
+            raise TokttsError(f"codec.despike must be >= 0 (0 = off), got {cfg.despike}")
         self.cfg = cfg
         self.sample_rate = cfg.sample_rate
         self.frame_rate = cfg.frame_rate
@@ -314,6 +316,8 @@ class MelCodec:
         B, T, _ = log_mel.shape  # T counts mel frames from here on
         if B == 0 or T == 0:
             return torch.zeros(B, T * self.mel_hop, device=self.device)
+        if self.cfg.despike > 0:
+            log_mel = despike(log_mel, self.cfg.despike)
         magnitude = torch.matmul(self._mel_pinv, log_mel.exp().transpose(1, 2)).clamp_min(0)  # (B, F, T)
         # the STFT of T * hop samples has T + 1 frames; the last is half past the end: repeat frame T - 1
         magnitude = torch.cat([magnitude, magnitude[..., -1:]], dim=-1)
@@ -336,6 +340,21 @@ class MelCodec:
             angles = angles / (angles.abs() + 1e-16)
             previous = rebuilt
         return istft(magnitude * angles).float()
+
+
+def despike(log_mel: torch.Tensor, margin: float) -> torch.Tensor:
+    """(B, T, D) log-mel -> the same with no bin more than `margin` above the louder of its two
+    neighbouring frames (an edge frame has one).
+
+    A model's codes can sum to a frame louder than both its neighbours in a band, mostly the top
+    one: a combination no recording has (none of the recordings' own codes does it). Griffin-Lim
+    cannot give one frame's energy a coherent phase and it comes out as a click of a few
+    milliseconds. Real onsets stay loud for more than one frame, so they pass; a frame may still
+    rise `margin` above both neighbours. Frames only look at their neighbours, so a streaming
+    decoder with a frame of context on each side gives the same output."""
+    left = torch.cat([log_mel[:, :1], log_mel[:, :-1]], dim=1)  # frame t - 1 (t itself at the edge)
+    right = torch.cat([log_mel[:, 1:], log_mel[:, -1:]], dim=1)  # frame t + 1
+    return torch.minimum(log_mel, torch.maximum(left, right) + margin)
 
 
 # -- residual k-means helpers ------------------------------------------------------------------
