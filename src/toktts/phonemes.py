@@ -55,7 +55,12 @@ def _backend():
     except ImportError:
         raise TokttsError(hint) from None
     try:
-        backend = EspeakBackend("en-us", preserve_punctuation=True, with_stress=True, punctuation_marks=_MARKS)
+        # Its own logger, errors only: phonemizer warns of a "words count mismatch" on nearly every
+        # text with punctuation kept (espeak-ng joins and splits words), once per text phonemized.
+        quiet = logging.getLogger("toktts.phonemes.espeak")
+        quiet.setLevel(logging.ERROR)
+        backend = EspeakBackend("en-us", preserve_punctuation=True, with_stress=True, punctuation_marks=_MARKS,
+                                logger=quiet)
     except (RuntimeError, OSError) as e:  # the espeak-ng library is missing or does not load
         raise TokttsError(f"{hint} ({e})") from None
     return backend, Separator(phone="", word=" ")
