@@ -198,7 +198,7 @@ def cmd_say(args) -> None:
             write_audio(output, audio, tts.sampling_rate, fmt)
             log.info("wrote %s (seed %d)", output, seed)
         return
-    out = tts(text, progress=True, **options)  # (all silence is an error there)
+    out = tts(text, progress=True, **options)  # (raises when every take of every chunk is silent)
     audio = out["audio"]  # (its peaks already limited; a stretch or a gain can raise them again)
     if args.speed != 1.0 or args.volume != 1.0:
         audio = limit(change_speed(audio, args.speed) * args.volume)

@@ -627,8 +627,8 @@ def require_voiced(chunks: list[dict], text: str, seed: int | None) -> None:
     a text with `samples` 0 in each chunk; `tts(text)`, `say` and the server fail instead."""
     if chunks and not any(chunk["samples"] for chunk in chunks):
         shown = text if len(text) <= 60 else text[:57] + "..."
-        raise TokttsError(f"the voice gave only silence for {shown!r} (every take, seed {seed}): try another "
-                          "seed or a longer text")
+        takes = "every take" if seed is None else f"every take, seed {seed}"
+        raise TokttsError(f"the voice gave only silence for {shown!r} ({takes}): try another seed or a longer text")
 
 
 def _result(audio: np.ndarray, rate: int, reports: list[dict]) -> dict[str, Any]:

@@ -55,10 +55,10 @@ def _backend():
     except ImportError:
         raise TokttsError(hint) from None
     try:
-        # Its own logger, errors only: phonemizer warns of a "words count mismatch" on nearly every
-        # text with punctuation kept (espeak-ng joins and splits words), once per text phonemized.
+        # Its own logger without one warning: phonemizer reports a "words count mismatch" for nearly
+        # every text with punctuation kept (espeak-ng joins and splits words), once a text.
         quiet = logging.getLogger("toktts.phonemes.espeak")
-        quiet.setLevel(logging.ERROR)
+        quiet.addFilter(lambda record: "words count mismatch" not in record.getMessage())
         backend = EspeakBackend("en-us", preserve_punctuation=True, with_stress=True, punctuation_marks=_MARKS,
                                 logger=quiet)
     except (RuntimeError, OSError) as e:  # the espeak-ng library is missing or does not load

@@ -359,17 +359,22 @@ class Synthesizer:
                 job = jobs[0]
                 # closing: a client that hangs up ends the generation where it is
                 stream = tts.stream(job.text, should_stop=lambda: job.cancelled, **job.sampling)
-                given = False
+                held: list[np.ndarray] | None = []  # silence (the pauses between chunks) before the first voice
                 with contextlib.closing(iter(stream)) as chunks:
                     for chunk in chunks:
                         if job.cancelled:  # the client hung up: stop generating
                             return
+                        if held is not None and not chunk.any():
+                            held.append(chunk)  # not sent yet: all of it may be silence, an error
+                            continue
+                        for piece in held or []:
+                            job.put(piece)
+                        held = None
                         job.put(chunk)
-                        given = True
                 if job.cancelled:  # (a hang-up may also have ended the stream between steps)
                     return
                 # only silence: an error, while the status can still say so
-                job.put(_END if given else _voiced_or_error(stream.chunks, job))
+                job.put(_END if held is None else _voiced_or_error(stream.chunks, job))
             else:
                 sampling = {**jobs[0].sampling, "seed": [j.sampling["seed"] for j in jobs]}
                 results = tts.synthesize([j.text for j in jobs], **sampling)

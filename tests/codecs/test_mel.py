@@ -148,11 +148,14 @@ def test_despike_lowers_a_lone_loud_frame_to_its_neighbours_plus_the_margin():
     assert out.shape == log_mel.shape
     assert out[0, 4, 2] == pytest.approx(-5.5)
     changed = (out != log_mel).nonzero().tolist()
-    assert changed == [[0, 4, 2]]  # the onset, its edge frame and every quiet bin pass as they were
+    assert changed == [[0, 4, 2]]  # the onset (loud to the last frame) and every quiet bin pass
     assert torch.equal(despike(log_mel, 10.0), log_mel)
+    edges = torch.tensor([0.0, -6, -6, -6, 0])[None, :, None]  # a loud first and last frame: one neighbour each
+    assert despike(edges, 0.5).flatten().tolist() == [-5.5, -6, -6, -6, -5.5]
+    assert torch.equal(despike(edges[:, :1], 0.5), edges[:, :1])  # a lone frame has none
 
 
-def test_despike_changes_little_of_real_codes_and_removes_a_planted_burst(codec):
+def test_despike_changes_little_of_real_codes_and_decoding_lowers_a_planted_burst(codec):
     x, lengths = batch(HELD_OUT)
     codes, _ = codec.encode(x, lengths)
     log_mel = codec.codes_to_log_mel(codes)

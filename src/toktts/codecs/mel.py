@@ -351,9 +351,12 @@ def despike(log_mel: torch.Tensor, margin: float) -> torch.Tensor:
     cannot give one frame's energy a coherent phase and it comes out as a click of a few
     milliseconds. Real onsets stay loud for more than one frame, so they pass; a frame may still
     rise `margin` above both neighbours. Frames only look at their neighbours, so a streaming
-    decoder with a frame of context on each side gives the same output."""
-    left = torch.cat([log_mel[:, :1], log_mel[:, :-1]], dim=1)  # frame t - 1 (t itself at the edge)
-    right = torch.cat([log_mel[:, 1:], log_mel[:, -1:]], dim=1)  # frame t + 1
+    decoder with a frame of context on each side despikes the frames it gives out as a whole
+    decode does. (In a padded batch an item's last frame has a padding frame beside it.)"""
+    if log_mel.shape[1] < 2:
+        return log_mel
+    left = torch.cat([log_mel[:, 1:2], log_mel[:, :-1]], dim=1)  # frame t - 1 (at the start: t + 1)
+    right = torch.cat([log_mel[:, 1:], log_mel[:, -2:-1]], dim=1)  # frame t + 1 (at the end: t - 1)
     return torch.minimum(log_mel, torch.maximum(left, right) + margin)
 
 
