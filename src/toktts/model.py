@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toktts.config import ModelConfig
+from toktts.loss import cross_entropy_rows
 from toktts.patterns import Layout
 
 
@@ -407,7 +408,7 @@ class TokTTS(nn.Module):
         B, S, N, V = logits.shape
         target = tokens.transpose(1, 2)  # (B, S, N)
         valid = target != self.layout.pad_id
-        ce = F.cross_entropy(logits.reshape(-1, V).float(), target.reshape(-1), reduction="none").view(B, S, N)
+        ce = cross_entropy_rows(logits.reshape(-1, V), target.reshape(-1)).view(B, S, N)
         per_stream = (ce * valid).sum((0, 1)) / valid.sum((0, 1)).clamp(min=1)  # (N,)
         if weights:
             w = torch.tensor(weights, dtype=per_stream.dtype, device=per_stream.device)
