@@ -374,7 +374,10 @@ class Synthesizer:
                 if job.cancelled:  # (a hang-up may also have ended the stream between steps)
                     return
                 # only silence: an error, while the status can still say so
-                job.put(_END if held is None else _voiced_or_error(stream.chunks, job))
+                outcome = _END if held is None else _voiced_or_error(stream.chunks, job)
+                for piece in held if outcome is _END and held else []:  # zeros the voice did give
+                    job.put(piece)
+                job.put(outcome)
             else:
                 sampling = {**jobs[0].sampling, "seed": [j.sampling["seed"] for j in jobs]}
                 results = tts.synthesize([j.text for j in jobs], **sampling)
