@@ -1,6 +1,7 @@
 """Clicks in generated speech: of the sentences `toktts evaluate` wrote, those whose waveform
-jumps by more than 1.0 from one sample to the next, or by more than 10x its own 99.9th
-percentile step (a burst no recording has: one frame of loud high band from the codes sampled).
+jumps as no speech does (`toktts.audio.has_click`: a step over 1.0 between two samples, or over
+10x the audio's own 99.9th percentile step). Evaluations since session 14 count them in their
+metrics.json (`clicks_generated`, ...); this reads older ones from their audio, and names them.
 
     python benchmarks/clicks.py runs/v11-int8-close/eval-c60 [more evaluation directories]
     KEY=audio_resynthesized python benchmarks/clicks.py ...   # the recordings through the codec
@@ -15,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from toktts.audio import has_click
+
 
 def clicks(directory: Path, key: str = "audio_generated") -> tuple[int, list[tuple[str, float]]]:
     sentences = json.loads((directory / "metrics.json").read_text())["sentences"]
@@ -22,9 +25,8 @@ def clicks(directory: Path, key: str = "audio_generated") -> tuple[int, list[tup
     for sentence in sentences:
         path = Path(sentence[key])
         audio, _ = sf.read(path if path.is_absolute() or path.exists() else directory / path, dtype="float32")
-        steps = np.abs(np.diff(audio))
-        if steps.size and (steps.max() > 1.0 or steps.max() > 10 * np.percentile(steps, 99.9) + 1e-3):
-            found.append((sentence["id"], round(float(steps.max()), 2)))
+        if has_click(audio):
+            found.append((sentence["id"], round(float(np.abs(np.diff(audio)).max()), 2)))
     return len(sentences), found
 
 

@@ -10,11 +10,21 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from toktts.audio import EXTENSIONS, output_format, supported_formats, write_audio
+from toktts.audio import EXTENSIONS, has_click, output_format, supported_formats, write_audio
 from toktts.errors import TokttsError
 
 RATE = 24000
 TONE = (0.5 * np.sin(2 * np.pi * 220 * np.arange(RATE // 2) / RATE)).astype(np.float32)
+
+
+def test_a_click_is_a_jump_no_speech_makes():
+    assert not has_click(TONE) and not has_click(np.zeros(100)) and not has_click(np.zeros(0))
+    burst = TONE.copy()
+    burst[5000:5003] = [0.9, -0.9, 0.9]  # a few samples of full-scale alternation
+    assert has_click(burst)
+    quiet = 0.01 * TONE
+    quiet[3000] += 0.05  # small, but ten times any step the quiet tone takes
+    assert has_click(quiet) and not has_click(0.01 * TONE)
 
 
 @pytest.mark.parametrize("suffix", sorted(EXTENSIONS))

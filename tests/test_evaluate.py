@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from toktts.audio import has_click
 from toktts.config import load_config
 from toktts.corpus import packaged_transcripts, read_corpus, synth_corpus
 from toktts.errors import TokttsError
@@ -104,6 +105,8 @@ def test_metrics_json_has_totals_and_rows_that_add_up(result, val_corpus):
             assert r[f"cer_{kind}"] == pytest.approx(jiwer.cer(r["scored_text"], r[f"scored_{kind}"]), abs=1e-4)
             audio, rate = sf.read(str(out / r[f"audio_{kind}"]))
             assert rate == 24000 and len(audio) / rate == pytest.approx(r[f"seconds_{kind}"], abs=1e-3)
+            assert r[f"click_{kind}"] == has_click(audio)
+        assert t[f"clicks_{kind}"] == sum(r[f"click_{kind}"] for r in rows)
     # The runaway count is the stop reasons', and a runaway used every frame it was allowed.
     assert t["runaways"] == sum(r["stop_reason"] == "max_length" for r in rows)
     assert t["runaway_rate"] == pytest.approx(t["runaways"] / N_VAL)

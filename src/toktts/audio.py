@@ -43,6 +43,21 @@ def limit(audio: np.ndarray) -> np.ndarray:
     return out
 
 
+CLICK_JUMP = 1.0  # a step between two samples over this (half of full scale's range) is a click ...
+CLICK_RATIO = 10.0  # ... and so is one over 10x the audio's own 99.9th percentile step
+
+
+def has_click(audio: np.ndarray) -> bool:
+    """Whether a waveform jumps as no speech does: a step from one sample to the next over
+    CLICK_JUMP, or over CLICK_RATIO x its own 99.9th percentile step (+ 0.001, for near
+    silence). What a lone loud codec frame turns into after Griffin-Lim; recordings have none."""
+    steps = np.abs(np.diff(np.asarray(audio, dtype=np.float32)))
+    if not steps.size:
+        return False
+    top = float(steps.max())
+    return top > CLICK_JUMP or top > CLICK_RATIO * float(np.percentile(steps, 99.9)) + 1e-3
+
+
 def to_int16(audio: np.ndarray) -> np.ndarray:
     """float32 in [-1, 1] -> 16-bit little-endian samples, rounded. The server writes every
     lossless format from these (libsndfile's own float conversion rounds differently per

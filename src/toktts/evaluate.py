@@ -234,6 +234,7 @@ class _Sentence:
     frames: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     transcripts: dict[str, str] = field(default_factory=dict)
+    clicks: dict[str, bool] = field(default_factory=dict)  # toktts.audio.has_click, per kind
 
 
 def _sync(device) -> None:
@@ -278,7 +279,7 @@ def _synthesize_all(
     generate.chunk_chars, joined with pauses), without retries.
     Returns the seconds spent in token generation and in codec decoding (chunked: both in
     "generate")."""
-    from toktts.audio import load_audio, write_wav
+    from toktts.audio import has_click, load_audio, write_wav
     from toktts.phonemes import encode_texts
 
     rate, layout = tts.sampling_rate, tts.model.layout
@@ -324,6 +325,7 @@ def _synthesize_all(
             for kind, audio in audios.items():
                 write_wav(out / "audio" / f"{s.utt.id}.{kind}.wav", audio, rate)
                 s.seconds[kind] = len(audio) / rate
+                s.clicks[kind] = has_click(audio)
             if attention is None:
                 png = _figure_png(audios, rate, None)
             else:
@@ -486,6 +488,7 @@ def _metrics(sentences: list[_Sentence], timing: dict[str, float], info: dict) -
                     f"cer_{kind}": round(cer, 4), f"wer_{kind}": round(wer, 4)}
         row |= {f"seconds_{kind}": round(s.seconds[kind], 3) for kind in KINDS}
         row["duration_ratio"] = round(s.seconds["generated"] / max(s.seconds["reference"], 1e-9), 3)
+        row |= {f"click_{kind}": s.clicks[kind] for kind in KINDS}
         row |= {f"audio_{kind}": f"audio/{s.utt.id}.{kind}.wav" for kind in KINDS}
         row["figure"] = f"figures/{s.utt.id}.png"
         rows.append(row)
@@ -499,6 +502,7 @@ def _metrics(sentences: list[_Sentence], timing: dict[str, float], info: dict) -
     totals |= {
         "runaways": runaways,
         "runaway_rate": round(runaways / len(rows), 4),
+        **{f"clicks_{kind}": sum(r[f"click_{kind}"] for r in rows) for kind in KINDS},
         "duration_ratio_mean": round(statistics.fmean(ratios), 3),
         "duration_ratio_median": round(statistics.median(ratios), 3),
         "seconds_generated": round(generated, 2),
@@ -548,6 +552,8 @@ def _write_report(out: Path, metrics: dict, embed_audio: bool | None) -> Path:
     )
     other = [
         ("runaways (hit the length limit)", f"{t['runaways']} of {t['sentences']} ({_pct(t['runaway_rate'])})"),
+        ("sentences with a click (a jump no speech makes)",
+         ", ".join(f"{name} {t[f'clicks_{k}']}" for k, name in zip(KINDS, ("generated", "teacher-forced", "resynthesis", "reference")))),
         ("duration generated / reference", f"mean {t['duration_ratio_mean']:.2f}, median {t['duration_ratio_median']:.2f}"),
         ("real-time factor, token generation", f"{t['rtf_generate']:.3f} ({t['seconds_generating']:.1f} s)"),
         ("real-time factor, codec decoding", f"{t['rtf_decode']:.3f} ({t['seconds_decoding']:.1f} s)"),
@@ -601,7 +607,8 @@ def format_summary(metrics: dict) -> str:
             *(_pct(t[f"cer_{k}"]) for k in KINDS)),
         "WER generated {} | teacher-forced {} | codec resynthesis {} | reference {}".format(
             *(_pct(t[f"wer_{k}"]) for k in KINDS)),
-        (f"runaways {t['runaways']}/{t['sentences']}, duration ratio median {t['duration_ratio_median']:.2f}, "
+        (f"runaways {t['runaways']}/{t['sentences']}, clicks {t['clicks_generated']}/{t['sentences']} "
+         f"(teacher-forced {t['clicks_teacher_forced']}), duration ratio median {t['duration_ratio_median']:.2f}, "
          f"RTF generate {t['rtf_generate']:.3f}, decode {t['rtf_decode']:.3f}"),
         f"report: {metrics['files']['report']}",
     ])
