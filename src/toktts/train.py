@@ -404,4 +404,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
         with _writing(out_dir):
             save_model_dir(out_dir, unwrap(model), cfg, codec, val_ids=list(val_set.ids))
     accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Gloo's worker threads outlive a process that exits without this, and crash it in the
+        # interpreter's teardown (SIGABRT, "terminate called without an active exception").
+        torch.distributed.destroy_process_group()
     return out_dir
