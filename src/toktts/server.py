@@ -373,11 +373,14 @@ class Synthesizer:
                         job.put(chunk)
                 if job.cancelled:  # (a hang-up may also have ended the stream between steps)
                     return
-                # only silence: an error, while the status can still say so
-                outcome = _END if held is None else _voiced_or_error(stream.chunks, job)
-                for piece in held if outcome is _END and held else []:  # zeros the voice did give
-                    job.put(piece)
-                job.put(outcome)
+                if held is not None:  # nothing but silence: an error, while the status can still say so
+                    outcome = _voiced_or_error(stream.chunks, job)
+                    if outcome is not _END:
+                        job.put(outcome)
+                        return
+                    for piece in held:  # zeros the voice did give
+                        job.put(piece)
+                job.put(_END)
             else:
                 sampling = {**jobs[0].sampling, "seed": [j.sampling["seed"] for j in jobs]}
                 results = tts.synthesize([j.text for j in jobs], **sampling)
