@@ -150,8 +150,7 @@ def cmd_export(args) -> None:
     from toktts.voices import bundled_voice_dir
 
     if not onnx_decoder.available():
-        raise TokttsError("export onnx needs onnx, onnxruntime and onnxscript (pip install 'toktts[onnx]') and "
-                          "torch >= 2.6")
+        raise TokttsError("export onnx needs onnx and onnxruntime: pip install 'toktts[onnx]'")
     model_dir = Path(_model_path(args) or bundled_voice_dir())
     model, _, _ = load_model_dir(model_dir, resolve_device("cpu"))
     name = onnx_decoder.graph_name(args.precision)

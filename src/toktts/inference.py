@@ -79,8 +79,8 @@ class TTS:
                 raise TokttsError(f"backend onnx runs fp32 or int8 on a CPU, not {self.precision} on {self.device}; "
                                   "use backend torch (--backend torch) or --precision fp32 on the CPU")
             if not onnx_decoder.available():
-                raise TokttsError("backend onnx needs onnx, onnxruntime and onnxscript (pip install 'toktts[onnx]') "
-                                  "and torch >= 2.6; or use --backend torch")
+                raise TokttsError("backend onnx needs onnx and onnxruntime (pip install 'toktts[onnx]'); "
+                                  "or use --backend torch")
         if backend == "auto":
             return "onnx" if fits and onnx_decoder.available() else "torch"
         return backend
@@ -376,12 +376,12 @@ class TTS:
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 BACKENDS = ("auto", "torch", "onnx")
-# The ONNX step graph gathers each layer's past into one block every step, which eager PyTorch's
-# attention over cache slices does not; past a few rows that costs more than the dispatch it saves.
-# The bundled voice's size, one thread, ms a step torch / onnx: 1 text guided (2 rows) 7.3 / 4.6,
-# 2 texts 8.0 / 5.9, 4 texts 10.1 / 10.7, 8 texts 18.6 / 26.4. Larger batches run eagerly: in
-# fp32 the same tokens either way.
-ONNX_MAX_ROWS = 4
+# The ONNX step graph copies each layer's past into its present every step, which eager PyTorch's
+# attention over cache slices does not; with many rows that copy catches up with the dispatch it
+# saves. The bundled voice's size, one thread, guided (2 rows a text), ms a step torch / onnx:
+# 1 text 6.8 / 3.0, 2 texts 8.3 / 4.3, 4 texts 9.4 / 7.8, 8 texts 18.5 / 12.0, 16 texts 28.4 /
+# 20.5, 32 texts 62.0 / 62.4 (2026-12-02). Larger batches run eagerly: in fp32 the same tokens.
+ONNX_MAX_ROWS = 32
 
 
 def _weights_state(model: torch.nn.Module) -> tuple:

@@ -5,26 +5,18 @@ eager PyTorch spends more time dispatching them than computing them).
     toktts export onnx --model DIR           # writes DIR/decoder_step.onnx
     TTS.from_pretrained(DIR, backend="onnx")  # `auto` (the default on CPU) uses it too
 
-The graph (`StepGraph`) takes
-    x          (B, 1, D)             the step's input, embedded by PyTorch (positions and input
-                                     dropout drawn from the same generators as the eager path)
-    past       (P, Ld, 2, B, H, Dh)  the keys and values of the P earlier steps it sees, every
-                                     layer (all of them, or the last `model.dec_window` - 1)
-    cross_k/v  (Ld, B, H, L, Dh)     the memory's, computed once per text
-    text_mask  (B, 1, 1, L)          bool
-and gives logits (B, N * V), present (Ld, 2, B, H, Dh), this step's keys and values, and
-attention (B, H, 1, L), the first layer's cross-attention (the evaluation's alignment image). The
-runner keeps the past in one preallocated array (S_max, Ld, 2, B, H, Dh) whose rows are one
-contiguous block, so feeding any run of them copies nothing (inside the graph each layer still gathers its
-past: memory traffic grows with the step, as the eager path's attention does). Sampling stays in
-PyTorch: the same seed gives the same tokens as the eager path (tested; both compute in fp32, so
-only a near-tie between two codes could tell them apart).
+`build` writes the graph node by node from the decoder's weights with ONNX Runtime's fused
+transformer operators (inputs and outputs in its docstring); the past keys and values go in and
+come out whole, layer by layer, in the layout ONNX Runtime's `Attention` keeps them in, so the
+runner hands each step's present to the next step as it is. Embeddings, sampling and the encoder
+stay in PyTorch: the same seed gives the same tokens as the eager path (tested; both compute in
+fp32, so only a near-tie between two codes could tell them apart).
 
 A graph belongs to one model: its metadata holds a digest of the decoder's weights and shape, of
-the code traced into it and of the torch version, and a graph whose digest does not match is never
-used. Without a graph in the model directory, `auto` and `onnx` export one on first use into
-$TOKTTS_CACHE/onnx (default ~/.cache/toktts/onnx). Needs `pip install 'toktts[onnx]'` and
-torch >= 2.6; without them `auto` runs the eager decoder.
+the code that builds it and of the torch version, and a graph whose digest does not match is
+never used. Without a graph in the model directory, `auto` and `onnx` write one on first use into
+$TOKTTS_CACHE/onnx (default ~/.cache/toktts/onnx). Needs `pip install 'toktts[onnx]'`; without
+it `auto` runs the eager decoder.
 """
 from __future__ import annotations
 
@@ -35,6 +27,7 @@ import inspect
 import io
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -54,19 +47,14 @@ from toktts.model import Attention, Block, Decoder
 log = logging.getLogger(__name__)
 
 GRAPH_FILE = "decoder_step.onnx"
-GRAPH_VERSION = "2"  # the graph's inputs and outputs; the computation is keyed by its source
+GRAPH_VERSION = "3"  # the graph's inputs and outputs; the computation is keyed by its source
 DIGEST_KEY = "toktts.decoder_digest"
 PRECISION_KEY = "toktts.precision"
-MIN_TORCH = (2, 6)  # torch.onnx.export(dynamo=True, dynamic_shapes=..., optimize=...)
 
 
 def available() -> bool:
-    """Whether this install can export and run step graphs: onnx, onnxruntime and onnxscript
-    (`toktts[onnx]`) and a recent enough torch."""
-    version = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
-    return version >= MIN_TORCH and all(
-        importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime", "onnxscript")
-    )
+    """Whether this install can write and run step graphs: onnx and onnxruntime (`toktts[onnx]`)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
 
 
 def graph_name(precision: str) -> str:
@@ -88,7 +76,7 @@ def digest(decoder: Decoder) -> str:
     shape = {"heads": [blk.self_attn.heads for blk in decoder.blocks], "streams": decoder.n_streams,
              "vocab": decoder.vocab_size, "torch": torch.__version__}
     h.update(json.dumps(shape, sort_keys=True).encode())
-    for code in (StepGraph, Decoder.step_blocks, Decoder.logits, Attention, Block):
+    for code in (_Graph, build, Decoder.step_blocks, Decoder.logits, Attention, Block):
         h.update(inspect.getsource(code).encode())
     for name, tensor in sorted(decoder.state_dict().items()):
         h.update(name.encode())
@@ -97,27 +85,118 @@ def digest(decoder: Decoder) -> str:
     return h.hexdigest()
 
 
-class StepGraph(nn.Module):
-    """What is exported: `Decoder.step_blocks` and the logits, over the past as one array."""
+class _Graph:
+    """An ONNX graph being written: its nodes, and the decoder's weights as initializers."""
 
-    def __init__(self, decoder: Decoder):
-        super().__init__()
-        self.decoder = decoder
+    def __init__(self):
+        self.nodes: list[Any] = []
+        self.weights: list[Any] = []
 
-    def forward(
-        self, x: torch.Tensor, past: torch.Tensor, cross_k: torch.Tensor, cross_v: torch.Tensor,
-        text_mask: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        present = []
+    def weight(self, name: str, value: torch.Tensor | np.ndarray) -> str:
+        from onnx import numpy_helper
 
-        def remember(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            present.append(torch.stack([k[:, :, 0], v[:, :, 0]]))  # (2, B, H, Dh)
-            earlier = past[:, i].permute(1, 2, 3, 0, 4)  # (2, B, H, P, Dh)
-            return torch.cat([earlier[0], k], 2), torch.cat([earlier[1], v], 2)
+        if isinstance(value, torch.Tensor):
+            value = value.detach().float().cpu().numpy()
+        self.weights.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
 
-        x, weights = self.decoder.step_blocks(x, remember, cross_k, cross_v, text_mask, need_weights=True)
-        logits = self.decoder.logits(x)  # (B, 1, N, V)
-        return logits.reshape(x.shape[0], -1), torch.stack(present), weights[0]
+    def linear(self, name: str, x: str, layer: nn.Linear) -> str:
+        """x @ W^T without the bias (the node after it adds that: fused into it where it can)."""
+        return self.node("MatMul", [x, self.weight(f"{name}.weight", layer.weight.t())], [name])
+
+    def node(self, op: str, inputs: list[str], outputs: list[str], fused: bool = False, **attributes: Any) -> str:
+        from onnx import helper
+
+        domain = "com.microsoft" if fused else ""
+        self.nodes.append(helper.make_node(op, inputs, outputs, name=outputs[0], domain=domain, **attributes))
+        return outputs[0]
+
+
+def build(decoder: Decoder) -> Any:
+    """The decoder step of `Decoder.step_blocks` and `Decoder.logits` as an ONNX graph, written
+    node by node from `decoder`'s weights with ONNX Runtime's fused transformer operators: each
+    layer is ~11 nodes (self-attention over the past with its projections in one `Attention`,
+    residual and layer norm in one `SkipLayerNormalization`, `MultiHeadAttention` over the
+    memory's keys and values, `BiasGelu`), where a traced `step_blocks` made ~70 (views,
+    transposes, slices and concatenations of the past), which cost a batch-1 step more than its
+    matmuls did. The first layer's cross-attention is written out: its weights are an output (the
+    evaluation's alignment image).
+
+        x          (B, 1, D)           the step's input, embedded by PyTorch
+        past_i     (2, B, H, P, Dh)    layer i's keys and values of the P steps this one sees
+        cross_k_i  (B, H, L, Dh)       layer i's keys of the memory (and cross_v_i its values)
+        text_bias  (B, 1, 1, L)        0 on characters, -inf on padding
+      ->
+        logits     (B, N * V)
+        attention  (B, H, 1, L)        the first layer's cross-attention weights
+        present_i  (2, B, H, P + 1, Dh)  past_i and this step's keys and values
+    """
+    from onnx import TensorProto, helper
+
+    g = _Graph()
+    blocks = decoder.blocks
+    D, H = decoder.embed.embedding_dim, blocks[0].self_attn.heads
+    Dh, Ld, NV = D // H, len(blocks), decoder.n_streams * decoder.vocab_size
+
+    def tensor(name: str, *shape: int | str):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+
+    inputs = [tensor("x", "B", 1, D)]
+    inputs += [tensor(f"past_{i}", 2, "B", H, "P", Dh) for i in range(Ld)]
+    inputs += [tensor(f"cross_{kv}_{i}", "B", H, "L", Dh) for i in range(Ld) for kv in "kv"]
+    inputs += [tensor("text_bias", "B", 1, 1, "L")]
+    outputs = [tensor("logits", "B", NV), tensor("attention", "B", H, 1, "L")]
+    outputs += [tensor(f"present_{i}", 2, "B", H, "P + 1", Dh) for i in range(Ld)]
+
+    def layer_norm(name: str, x: str, norm: nn.LayerNorm, residual: str | None = None,
+                   bias: torch.Tensor | None = None) -> tuple[str, str]:
+        """norm(residual + x + bias): (the normed, the sum: the residual stream from here)."""
+        weights = [g.weight(f"{name}.weight", norm.weight), g.weight(f"{name}.bias", norm.bias)]
+        if residual is None:
+            return g.node("LayerNormalization", [x, *weights], [name], axis=-1, epsilon=norm.eps), x
+        g.node("SkipLayerNormalization", [x, residual, *weights, g.weight(f"{name}.in_bias", bias)],
+               [name, "", "", f"{name}.sum"], fused=True, epsilon=norm.eps)
+        return name, f"{name}.sum"
+
+    heads_shape = g.weight("heads_shape", np.array([0, 1, H, Dh], dtype=np.int64))
+    width_shape = g.weight("width_shape", np.array([0, 1, D], dtype=np.int64))
+    h, x = layer_norm("b0.norm1", "x", blocks[0].norm1)
+    for i, blk in enumerate(blocks):
+        sa, ca, name = blk.self_attn, blk.cross_attn, f"b{i}"
+        qkv = g.weight(f"{name}.qkv.weight", torch.cat([sa.q.weight, sa.kv.weight]).t())  # (D, 3D)
+        qkv_bias = g.weight(f"{name}.qkv.bias", torch.cat([sa.q.bias, sa.kv.bias]))
+        y = g.node("Attention", [h, qkv, qkv_bias, "", f"past_{i}"], [f"{name}.self", f"present_{i}"],
+                   fused=True, num_heads=H)
+        h, x = layer_norm(f"{name}.norm2", g.linear(f"{name}.self.out", y, sa.out), blk.norm2, x, sa.out.bias)
+        q = g.linear(f"{name}.cross.q", h, ca.q)
+        if i == 0:  # written out, for its weights
+            q = g.node("Add", [q, g.weight(f"{name}.cross.q.bias", ca.q.bias)], [f"{name}.cross.qb"])
+            q = g.node("Reshape", [q, heads_shape], [f"{name}.cross.q_heads"])
+            q = g.node("Transpose", [q], [f"{name}.cross.q_bhsd"], perm=[0, 2, 1, 3])  # (B, H, 1, Dh)
+            scores = g.node("FusedMatMul", [q, f"cross_k_{i}"], [f"{name}.cross.scores"], fused=True,
+                            transB=1, alpha=1 / math.sqrt(Dh))
+            scores = g.node("Add", [scores, "text_bias"], [f"{name}.cross.masked"])
+            weights = g.node("Softmax", [scores], ["attention"], axis=-1)
+            y = g.node("MatMul", [weights, f"cross_v_{i}"], [f"{name}.cross.bhsd"])
+            y = g.node("Transpose", [y], [f"{name}.cross.bshd"], perm=[0, 2, 1, 3])
+            y = g.node("Reshape", [y, width_shape], [f"{name}.cross"])
+        else:  # the keys and values come projected: only the query's bias is added
+            bias = g.weight(f"{name}.cross.bias", torch.cat([ca.q.bias, torch.zeros(2 * D)]))
+            y = g.node("MultiHeadAttention", [q, f"cross_k_{i}", f"cross_v_{i}", bias, "", "text_bias"],
+                       [f"{name}.cross"], fused=True, num_heads=H)
+        h, x = layer_norm(f"{name}.norm3", g.linear(f"{name}.cross.out", y, ca.out), blk.norm3, x, ca.out.bias)
+        fc1, fc2 = blk.mlp[0], blk.mlp[2]
+        y = g.node("BiasGelu", [g.linear(f"{name}.fc1", h, fc1), g.weight(f"{name}.fc1.bias", fc1.bias)],
+                   [f"{name}.gelu"], fused=True)
+        y = g.linear(f"{name}.fc2", y, fc2)
+        if i + 1 < Ld:  # this block's residual and the next one's first norm
+            h, x = layer_norm(f"b{i + 1}.norm1", y, blocks[i + 1].norm1, x, fc2.bias)
+        else:
+            h, _ = layer_norm("norm", y, decoder.norm, x, fc2.bias)
+    y = g.node("Add", [g.linear("head", h, decoder.head), g.weight("head.bias", decoder.head.bias)], ["head.sum"])
+    g.node("Reshape", [y, g.weight("logits_shape", np.array([0, NV], dtype=np.int64))], ["logits"])
+    graph = helper.make_graph(g.nodes, "toktts_decoder_step", inputs, outputs, g.weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
 
 
 def export(decoder: Decoder, path: str | Path) -> Path:
@@ -125,35 +204,14 @@ def export(decoder: Decoder, path: str | Path) -> Path:
     import onnx
 
     path = Path(path)
-    block = decoder.blocks[0].self_attn
-    B, L, P, D = 2, 7, 3, decoder.embed.embedding_dim
-    H, Ld = block.heads, len(decoder.blocks)
-    Dh = D // H
-    example = (
-        torch.zeros(B, 1, D), torch.zeros(P, Ld, 2, B, H, Dh), torch.zeros(Ld, B, H, L, Dh),
-        torch.zeros(Ld, B, H, L, Dh), torch.ones(B, 1, 1, L, dtype=torch.bool),
-    )
-    batch, steps, chars = (torch.export.Dim(n, max=1 << 16) for n in ("batch", "past", "chars"))
-    shapes = {
-        "x": {0: batch}, "past": {0: steps, 3: batch}, "cross_k": {1: batch, 3: chars},
-        "cross_v": {1: batch, 3: chars}, "text_mask": {0: batch, 3: chars},
-    }
-    started, training = time.monotonic(), decoder.training
-    try:
-        with torch.inference_mode(False), torch.no_grad(), _quiet(), _failing("export the decoder step"):
-            program = torch.onnx.export(
-                StepGraph(decoder).eval(), example, input_names=list(shapes),
-                output_names=["logits", "present", "attention"], dynamic_shapes=shapes, dynamo=True,
-                optimize=True, verbose=False,
-            )
-    finally:
-        decoder.train(training)
-    model = program.model_proto
+    started = time.monotonic()
+    with _failing("export the decoder step"):
+        model = build(decoder)
     onnx.helper.set_model_props(model, {DIGEST_KEY: digest(decoder), PRECISION_KEY: "fp32"})
     with writing(path, "choose another place (--out)"):
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, model.SerializeToString())
-    log.info("exported the decoder step to %s in %.1f s", path, time.monotonic() - started)
+    log.info("wrote the decoder step graph %s in %.1f s", path, time.monotonic() - started)
     return path
 
 
@@ -168,7 +226,9 @@ def quantize(source: Path, path: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp, _quiet(), _failing("quantize the decoder step"):
         scratch = Path(tmp) / "int8.onnx"
         quantize_dynamic(str(source), str(scratch), weight_type=QuantType.QInt8, per_channel=True,
-                         reduce_range=not _has_vnni())
+                         reduce_range=not _has_vnni(),
+                         # the fused operators' outputs have no inferred type: they are all float
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         model = onnx.load(str(scratch))
     onnx.helper.set_model_props(model, {DIGEST_KEY: graph_props(source).get(DIGEST_KEY, ""), PRECISION_KEY: "int8"})
     with writing(path, "choose another place (--out)"):
@@ -187,7 +247,7 @@ def _has_vnni() -> bool:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """The exporter and the quantizer report each pass on stdout, the root logger and warnings:
+    """The quantizer reports each pass on stdout, the root logger and warnings:
     none of it is for a user (and stdout may be carrying audio: `say --stream`)."""
     before = logging.root.manager.disable
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
@@ -253,10 +313,9 @@ def find_or_export(decoder: Decoder, model_dir: Path | None, precision: str = "f
 class OnnxCache:
     """The runner's decoding state for one batch (the counterpart of `DecoderCache`)."""
 
-    past: np.ndarray  # (S_max, Ld, 2, B, H, Dh)
-    cross_k: np.ndarray  # (Ld, B, H, L, Dh)
-    cross_v: np.ndarray
-    text_mask: np.ndarray  # (B, 1, 1, L) bool
+    past: list[np.ndarray]  # per layer (2, B, H, P, Dh): the steps the next step sees
+    first: int  # the step that past[i][:, :, :, 0] holds
+    fixed: dict[str, np.ndarray]  # the inputs every step shares: the memory's keys, the text's bias
 
 
 class OnnxDecoder:
@@ -278,30 +337,29 @@ class OnnxDecoder:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         with _failing(f"load {str(path)!r} (delete it to export it again)"):
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.layers = len(decoder.blocks)
 
     def start(self, memory: torch.Tensor, text_mask: torch.Tensor, max_steps: int) -> OnnxCache:
         keys, values = self.decoder.memory_keys_values(memory)
-        cross_k = torch.stack(keys).float().cpu().numpy()  # (Ld, B, H, L, Dh)
-        Ld, B, H, _, Dh = cross_k.shape
-        return OnnxCache(
-            past=np.zeros((max_steps, Ld, 2, B, H, Dh), dtype=np.float32),
-            cross_k=cross_k,
-            cross_v=torch.stack(values).float().cpu().numpy(),
-            text_mask=text_mask[:, None, None, :].cpu().numpy(),
-        )
+        fixed = {"text_bias": torch.zeros(text_mask.shape).masked_fill(~text_mask.cpu(), float("-inf"))[:, None, None, :].numpy()}
+        for i, (k, v) in enumerate(zip(keys, values)):
+            fixed[f"cross_k_{i}"] = k.float().cpu().contiguous().numpy()  # (B, H, L, Dh)
+            fixed[f"cross_v_{i}"] = v.float().cpu().contiguous().numpy()
+        B, H, _, Dh = fixed["cross_k_0"].shape
+        return OnnxCache([np.zeros((2, B, H, 0, Dh), dtype=np.float32)] * self.layers, 0, fixed)
 
     def step(
         self, tokens: torch.Tensor, cache: OnnxCache, pos: int, need_weights: bool = False, generator=None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.decoder.embed_tokens(tokens, offset=pos, generator=generator)
-        feeds: dict[str, Any] = {
-            "x": x.float().cpu().numpy(), "past": cache.past[self.decoder.first_visible(pos) : pos],
-            "cross_k": cache.cross_k,
-            "cross_v": cache.cross_v, "text_mask": cache.text_mask,
-        }
+        first = self.decoder.first_visible(pos)
+        if first > cache.first:  # `model.dec_window`: the steps that fell out of sight go
+            cache.past = [np.ascontiguousarray(p[:, :, :, first - cache.first :]) for p in cache.past]
+            cache.first = first
+        feeds = {"x": x.float().cpu().numpy(), **cache.fixed}
+        feeds.update((f"past_{i}", p) for i, p in enumerate(cache.past))
         with _failing("run the decoder step"):
-            logits, present, attention = self.session.run(None, feeds)
-        cache.past[pos] = present
+            logits, attention, *cache.past = self.session.run(None, feeds)
         B = logits.shape[0]
         out = torch.from_numpy(logits).to(tokens.device)
         weights = [torch.from_numpy(attention).to(tokens.device)] if need_weights else []
