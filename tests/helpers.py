@@ -91,7 +91,7 @@ def assert_one_error_line(proc: subprocess.CompletedProcess, *fragments: str) ->
     return errors[0]
 
 
-def tiny_tts(seed: int = 0, max_seconds: float | None = None):
+def tiny_tts(seed: int = 0, max_seconds: float | None = None, dec_layers: int = 1):
     """A tiny random-weight model with the bundled voice's codec (and a "no text" memory): fast to
     run, real in every other way."""
     import torch
@@ -103,7 +103,7 @@ def tiny_tts(seed: int = 0, max_seconds: float | None = None):
 
     _, cfg, codec = load_model_dir(bundled_voice_dir())
     m = cfg.model
-    cfg.model = ModelConfig(enc_layers=1, enc_dim=32, enc_heads=2, dec_layers=1, dec_dim=32, dec_heads=2,
+    cfg.model = ModelConfig(enc_layers=1, enc_dim=32, enc_heads=2, dec_layers=dec_layers, dec_dim=32, dec_heads=2,
                             unconditional=True, text_vocab_size=m.text_vocab_size, n_codebooks=m.n_codebooks,
                             codebook_size=m.codebook_size)
     if max_seconds is not None:

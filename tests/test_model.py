@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from toktts.config import ModelConfig
-from toktts.model import Dropout, TokTTS, guided_attention_loss, sample
+from toktts.model import TokTTS, guided_attention_loss, sample
 
 from helpers import batch
 
@@ -431,26 +431,3 @@ def test_own_samples_keep_specials_and_shift_by_one():
     assert torch.equal(inputs[special], expected[special])
     assert (inputs[~special] < model.layout.codebook_size).all()
     assert model.training is False  # the model's mode is left as it was
-
-
-@pytest.mark.parametrize("p", [0.1, 0.5, 0.003])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_dropout_drops_a_fraction_p_of_every_element_position(p, dtype):
-    """Three masks come from each 64-bit random number: a wrong word (the one with 15 bits)
-    would keep every third element; each position modulo 3 and 4 must drop at rate p."""
-    torch.manual_seed(0)
-    drop = Dropout(p).train()
-    x = torch.ones(600, 1200, dtype=dtype, requires_grad=True)
-    y = drop(x)
-    dropped = (y == 0).float().flatten()
-    sd = (p * (1 - p) / (dropped.numel() / 12)) ** 0.5
-    for k in (3, 4):
-        for r in range(k):
-            assert abs(dropped[r::k].mean().item() - p) < 6 * sd, (k, r)
-    kept = y[y != 0].float()
-    torch.testing.assert_close(kept, torch.full_like(kept, 1 / (1 - p)), rtol=1e-2, atol=0)
-    y.backward(torch.ones_like(y))
-    assert torch.equal(x.grad, y.detach())  # the gradient goes through the same mask
-    assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(0.0).train()(x), x)
-    # a new mask every call
-    assert not torch.equal(drop.train()(x) == 0, drop(x) == 0)

@@ -13,7 +13,6 @@ keys and values of the memory are computed once.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toktts.config import ModelConfig
+from toktts.dropout import Dropout
 from toktts.loss import cross_entropy_rows
 from toktts.patterns import Layout
 
@@ -34,32 +34,6 @@ def sinusoids(length: int, dim: int, offset: int = 0, device=None) -> torch.Tens
     pe[:, 0::2] = torch.sin(pos * freq)
     pe[:, 1::2] = torch.cos(pos * freq)
     return pe
-
-
-class Dropout(nn.Module):
-    """nn.Dropout with a cheaper mask on CPUs: torch draws one random number per element there
-    (`bernoulli_`, ~10% of a CPU training step at dropout 0.2), this three per 64-bit random
-    number, compared as 16-bit integers (p to within 1/65536). Elsewhere it is nn.Dropout."""
-
-    # the three 16-bit words of a non-negative int64 that are uniform (the top one has 15 bits)
-    LANES = slice(0, 3) if sys.byteorder == "little" else slice(1, 4)
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        if x.device.type != "cpu":
-            return F.dropout(x, self.p, training=True)
-        n, threshold = x.numel(), round(self.p * 65536)
-        words = torch.empty(-(-n // 3), dtype=torch.int64).random_().view(torch.int16).view(-1, 4)[:, self.LANES]
-        keep = (words >= threshold - 32768).view(-1)[:n].view(x.shape)  # True with probability 1 - p
-        return x * keep.to(x.dtype).mul_(65536 / (65536 - threshold))
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 class Attention(nn.Module):
@@ -315,9 +289,9 @@ class Decoder(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The blocks of one step: x (B, 1, D) embedded input -> (B, 1, D) states. `remember(i, k,
         v)` keeps layer i's keys and values of this step (B, H, 1, D/H) and returns those of every
-        step so far; cross_k/cross_v[i] are layer i's of the memory. The same code runs eagerly
-        and, traced, as the ONNX graph of `toktts.onnx_decoder` (whose cached graphs are keyed by
-        this code's source: a change here makes them export again)."""
+        step so far; cross_k/cross_v[i] are layer i's of the memory. `toktts.onnx_decoder.build`
+        writes the same computation as an ONNX graph (its equal tokens are tested; its cached
+        graphs are keyed by this code's source, so a change here makes them be written again)."""
         weights = []
         for i, blk in enumerate(self.blocks):
             h = blk.norm1(x)

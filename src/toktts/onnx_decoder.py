@@ -63,26 +63,35 @@ def graph_name(precision: str) -> str:
 
 
 def cache_root() -> Path:
-    """Where graphs exported on first use go: $TOKTTS_CACHE/onnx, else ~/.cache/toktts/onnx."""
+    """Where graphs written on first use go: $TOKTTS_CACHE/onnx, else ~/.cache/toktts/onnx."""
     if os.environ.get("TOKTTS_CACHE"):
         return Path(os.environ["TOKTTS_CACHE"]).expanduser() / "onnx"
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "toktts" / "onnx"
 
 
 def digest(decoder: Decoder) -> str:
-    """What a graph is valid for: the decoder's weights and shape (head counts included), the
-    source of the code traced into the graph, and the torch version that traced it."""
+    """What a graph is valid for: the decoder's weights and shape (head counts included) and the
+    source of the code that writes the graph and of the code it stands for."""
     h = hashlib.sha256(GRAPH_VERSION.encode())
     shape = {"heads": [blk.self_attn.heads for blk in decoder.blocks], "streams": decoder.n_streams,
-             "vocab": decoder.vocab_size, "torch": torch.__version__}
+             "vocab": decoder.vocab_size}
     h.update(json.dumps(shape, sort_keys=True).encode())
-    for code in (_Graph, build, Decoder.step_blocks, Decoder.logits, Attention, Block):
+    for code in (_Graph, build, _check, Decoder.step_blocks, Decoder.logits, Attention, Block):
         h.update(inspect.getsource(code).encode())
     for name, tensor in sorted(decoder.state_dict().items()):
         h.update(name.encode())
         h.update(str(tuple(tensor.shape)).encode())
         h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def int8_digest(float_digest: str) -> str:
+    """What an int8 copy of the graph with `float_digest` is valid for: that graph, quantized by
+    this code, this ONNX Runtime and this CPU's choice of weight range."""
+    import onnxruntime
+
+    key = [float_digest, inspect.getsource(quantize), onnxruntime.__version__, str(_has_vnni())]
+    return hashlib.sha256("\n".join(key).encode()).hexdigest()
 
 
 class _Graph:
@@ -112,6 +121,21 @@ class _Graph:
         return outputs[0]
 
 
+def _check(decoder: Decoder) -> None:
+    """`build` writes the blocks of today's `Block` by hand: a decoder of another make (say, a
+    tanh GELU, or cross-attention with its own head count) fails here instead of being spoken
+    with the wrong computation (and `auto` runs it eagerly)."""
+    heads = decoder.blocks[0].self_attn.heads
+    for i, blk in enumerate(decoder.blocks):
+        kinds = [type(layer) for layer in blk.mlp]
+        if (
+            blk.cross_attn is None or blk.norm2 is None
+            or kinds[:3] != [nn.Linear, nn.GELU, nn.Linear] or blk.mlp[1].approximate != "none"
+            or {blk.self_attn.heads, blk.cross_attn.heads} != {heads}
+        ):
+            raise TokttsError(f"decoder block {i} is not one the step graph knows how to write")
+
+
 def build(decoder: Decoder) -> Any:
     """The decoder step of `Decoder.step_blocks` and `Decoder.logits` as an ONNX graph, written
     node by node from `decoder`'s weights with ONNX Runtime's fused transformer operators: each
@@ -125,7 +149,8 @@ def build(decoder: Decoder) -> Any:
         x          (B, 1, D)           the step's input, embedded by PyTorch
         past_i     (2, B, H, P, Dh)    layer i's keys and values of the P steps this one sees
         cross_k_i  (B, H, L, Dh)       layer i's keys of the memory (and cross_v_i its values)
-        text_bias  (B, 1, 1, L)        0 on characters, -inf on padding
+        text_bias  (B, H, 1, L)        0 on characters, -inf on padding (one row per head: the
+                                       shape every ONNX Runtime since 1.18 takes)
       ->
         logits     (B, N * V)
         attention  (B, H, 1, L)        the first layer's cross-attention weights
@@ -133,6 +158,7 @@ def build(decoder: Decoder) -> Any:
     """
     from onnx import TensorProto, helper
 
+    _check(decoder)
     g = _Graph()
     blocks = decoder.blocks
     D, H = decoder.embed.embedding_dim, blocks[0].self_attn.heads
@@ -144,7 +170,7 @@ def build(decoder: Decoder) -> Any:
     inputs = [tensor("x", "B", 1, D)]
     inputs += [tensor(f"past_{i}", 2, "B", H, "P", Dh) for i in range(Ld)]
     inputs += [tensor(f"cross_{kv}_{i}", "B", H, "L", Dh) for i in range(Ld) for kv in "kv"]
-    inputs += [tensor("text_bias", "B", 1, 1, "L")]
+    inputs += [tensor("text_bias", "B", H, 1, "L")]
     outputs = [tensor("logits", "B", NV), tensor("attention", "B", H, 1, "L")]
     outputs += [tensor(f"present_{i}", 2, "B", H, "P + 1", Dh) for i in range(Ld)]
 
@@ -230,7 +256,8 @@ def quantize(source: Path, path: Path) -> Path:
                          # the fused operators' outputs have no inferred type: they are all float
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         model = onnx.load(str(scratch))
-    onnx.helper.set_model_props(model, {DIGEST_KEY: graph_props(source).get(DIGEST_KEY, ""), PRECISION_KEY: "int8"})
+    props = {DIGEST_KEY: int8_digest(graph_props(source).get(DIGEST_KEY, "")), PRECISION_KEY: "int8"}
+    onnx.helper.set_model_props(model, props)
     with writing(path, "choose another place (--out)"):
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, model.SerializeToString())
@@ -261,7 +288,7 @@ def _quiet() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _failing(what: str) -> Iterator[None]:
-    """An exporter or ONNX Runtime failure as one line (theirs run to pages)."""
+    """An ONNX or ONNX Runtime failure as one line (theirs run to pages)."""
     try:
         yield
     except (TokttsError, KeyboardInterrupt):
@@ -291,20 +318,20 @@ def find_or_export(decoder: Decoder, model_dir: Path | None, precision: str = "f
     """The graph for `decoder` in `precision` (fp32 or int8): the model directory's if it is this
     model's, else the cache's, exporting (and quantizing) it there first if need be."""
     want = digest(decoder)
+    mine_want = want if precision == "fp32" else int8_digest(want)
     if model_dir is not None and (model_dir / graph_name(precision)).is_file():
         mine = model_dir / graph_name(precision)
-        if _matches(mine, want, precision):
+        if _matches(mine, mine_want, precision):
             return mine
-        log.warning("%s is not this model's %s step graph (other weights, code or torch version); "
-                    "not using it", mine, precision)
+        log.warning("%s is not this model's %s step graph (other weights or code, or quantized "
+                    "elsewhere); not using it", mine, precision)
     cached = cache_root() / f"{want[:32]}.onnx"
     if not _matches(cached, want, "fp32"):
-        log.info("exporting the decoder step for ONNX Runtime (once per model) ...")
         export(decoder, cached)
     if precision == "fp32":
         return cached
     quantized = cache_root() / f"{want[:32]}-{precision}.onnx"
-    if not _matches(quantized, want, precision):
+    if not _matches(quantized, mine_want, precision):
         quantize(cached, quantized)
     return quantized
 
@@ -341,11 +368,13 @@ class OnnxDecoder:
 
     def start(self, memory: torch.Tensor, text_mask: torch.Tensor, max_steps: int) -> OnnxCache:
         keys, values = self.decoder.memory_keys_values(memory)
-        fixed = {"text_bias": torch.zeros(text_mask.shape).masked_fill(~text_mask.cpu(), float("-inf"))[:, None, None, :].numpy()}
+        B, H, L, Dh = keys[0].shape
+        bias = torch.zeros(B, H, 1, L).masked_fill(~text_mask.cpu()[:, None, None, :], float("-inf"))
+        fixed = {"text_bias": bias.numpy()}
         for i, (k, v) in enumerate(zip(keys, values)):
             fixed[f"cross_k_{i}"] = k.float().cpu().contiguous().numpy()  # (B, H, L, Dh)
             fixed[f"cross_v_{i}"] = v.float().cpu().contiguous().numpy()
-        B, H, _, Dh = fixed["cross_k_0"].shape
+        # every layer starts from the same empty past (never written to: each step makes new ones)
         return OnnxCache([np.zeros((2, B, H, 0, Dh), dtype=np.float32)] * self.layers, 0, fixed)
 
     def step(
