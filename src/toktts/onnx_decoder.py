@@ -74,7 +74,7 @@ def digest(decoder: Decoder) -> str:
     source of the code that writes the graph and of the code it stands for."""
     h = hashlib.sha256(GRAPH_VERSION.encode())
     shape = {"heads": [blk.self_attn.heads for blk in decoder.blocks], "streams": decoder.n_streams,
-             "vocab": decoder.vocab_size}
+             "vocab": decoder.vocab_size, "modules": repr(decoder)}
     h.update(json.dumps(shape, sort_keys=True).encode())
     for code in (_Graph, build, _check, Decoder.step_blocks, Decoder.logits, Attention, Block):
         h.update(inspect.getsource(code).encode())
@@ -150,7 +150,7 @@ def build(decoder: Decoder) -> Any:
         past_i     (2, B, H, P, Dh)    layer i's keys and values of the P steps this one sees
         cross_k_i  (B, H, L, Dh)       layer i's keys of the memory (and cross_v_i its values)
         text_bias  (B, H, 1, L)        0 on characters, -inf on padding (one row per head: the
-                                       shape every ONNX Runtime since 1.18 takes)
+                                       shape ONNX Runtime 1.20 takes too; tested with 1.20 and 1.32)
       ->
         logits     (B, N * V)
         attention  (B, H, 1, L)        the first layer's cross-attention weights
@@ -222,7 +222,9 @@ def build(decoder: Decoder) -> Any:
     y = g.node("Add", [g.linear("head", h, decoder.head), g.weight("head.bias", decoder.head.bias)], ["head.sum"])
     g.node("Reshape", [y, g.weight("logits_shape", np.array([0, NV], dtype=np.int64))], ["logits"])
     graph = helper.make_graph(g.nodes, "toktts_decoder_step", inputs, outputs, g.weights)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    # IR version 8 is opset 17's: ONNX Runtimes older than the onnx package can load it too
+    return helper.make_model(graph, opset_imports=opsets, ir_version=8)
 
 
 def export(decoder: Decoder, path: str | Path) -> Path:
@@ -317,6 +319,7 @@ def _matches(path: Path, want: str, precision: str) -> bool:
 def find_or_export(decoder: Decoder, model_dir: Path | None, precision: str = "fp32") -> Path:
     """The graph for `decoder` in `precision` (fp32 or int8): the model directory's if it is this
     model's, else the cache's, exporting (and quantizing) it there first if need be."""
+    _check(decoder)
     want = digest(decoder)
     mine_want = want if precision == "fp32" else int8_digest(want)
     if model_dir is not None and (model_dir / graph_name(precision)).is_file():
