@@ -41,8 +41,8 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
 
 def _backend_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default=None, choices=["auto", "torch", "onnx"],
-                   help="what runs the decoder steps: onnx (ONNX Runtime: the same tokens, faster at batch 1; "
-                        "the step graph is exported once per model), torch, or auto (the default: onnx on a CPU "
+                   help="what runs the decoder steps: onnx (ONNX Runtime: the same tokens, faster; "
+                        "the step graph is written once per model), torch, or auto (the default: onnx on a CPU "
                         "in fp32 or int8 where toktts[onnx] is installed)")
 
 
