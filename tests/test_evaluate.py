@@ -225,6 +225,17 @@ def test_chunked_evaluation_hears_what_say_would_say(result, model, val_corpus, 
     write_wav(tmp_path / "said.wav", said["audio"], said["sampling_rate"])
     assert (tmp_path / "as_cut" / as_cut["sentences"][0]["audio_generated"]).read_bytes() == (tmp_path / "said.wav").read_bytes()
     assert [c["text"][-1] for c in said["chunks"]] != ["."] * len(said["chunks"])  # some chunk cut between words
+    # --best-of: the take pocketsphinx hears best of each chunk, as `say --best-of` keeps it
+    with one_thread():
+        best = evaluate(str(model_dir), str(val_corpus), out_dir=str(tmp_path / "best"), progress=False,
+                        limit=1, ceilings_from=earlier, chunk_chars=12, sampling={"best_of": 2})
+        tts.cfg.generate.close_chunks = True
+        said = tts.synthesize([row["text"]], retries=0, seed=0, best_of=2)[0]
+    assert best["sampling"]["best_of"] == 2 and chunked["sampling"]["best_of"] == 1
+    write_wav(tmp_path / "said.wav", said["audio"], said["sampling_rate"])
+    assert (tmp_path / "best" / best["sentences"][0]["audio_generated"]).read_bytes() == (tmp_path / "said.wav").read_bytes()
+    with pytest.raises(TokttsError, match="best_of picks the best of N takes of each chunk, as `say` speaks: give chunk_chars"):
+        evaluate(str(model_dir), str(val_corpus), out_dir=str(tmp_path / "x"), progress=False, sampling={"best_of": 2})
     with pytest.raises(TokttsError, match=r"chunk_chars must be 0 or from 8 to 100000 \(0 = from the training texts\), got 3"):
         evaluate(str(model_dir), str(val_corpus), out_dir=str(tmp_path / "x"), progress=False, chunk_chars=3)
     with pytest.raises(TokttsError, match="temperature must be 0 or from 0.001 to 100"):

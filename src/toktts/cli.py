@@ -255,7 +255,8 @@ def cmd_evaluate(args) -> None:
     metrics = evaluate(
         args.model, args.corpus, split=args.split, limit=args.limit, out_dir=args.out, asr=args.asr,
         seed=args.seed, batch_size=args.batch_size, device=args.device, asr_jobs=args.asr_jobs,
-        sampling=dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg_scale),
+        sampling=dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg_scale,
+                      best_of=args.best_of),
         ceilings_from=args.ceilings_from, precision=args.precision, backend=args.backend,
         chunk_chars=args.chunk_chars, close_chunks=args.close_chunks,
     )
@@ -395,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=None, help="top-k sampling, 0 = off (default: the model's)")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling, 1 = off (default: the model's)")
     p.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance, 1 = off (default: the model's)")
+    p.add_argument("--best-of", type=int, default=None, metavar="N",
+                   help="speak each chunk N times and keep the take pocketsphinx hears closest to the text, as "
+                        "say --best-of does (with --chunk-chars; default: the model's)")
     p.add_argument("--batch-size", type=int, default=8, help="sentences generated together (default: 8)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--asr-jobs", type=int, default=None, help="pocketsphinx processes at once (default: up to 4, one per core)")

@@ -363,8 +363,9 @@ def evaluate(
     model_dir: a model directory (None: the bundled voice); out_dir defaults to
     `<model>/eval-<split>` (`./eval-<split>` for the bundled voice). embed_audio: None embeds the
     audio in report.html when the wavs total under 32 MB. asr_jobs: pocketsphinx processes
-    (default: up to 4, one per core). sampling: temperature / top_k / top_p to use instead of
-    the model's defaults (None values are ignored). ceilings_from: the metrics.json of an earlier
+    (default: up to 4, one per core). sampling: temperature / top_k / top_p / cfg_scale / best_of
+    to use instead of the model's defaults (None values are ignored; best_of, the best of N takes
+    of each chunk by the ASR `say --best-of` uses, needs chunk_chars). ceilings_from: the metrics.json of an earlier
     evaluation on the same corpus, split and ASR with a model of the same codec, whose reference
     and resynthesis transcripts are reused instead of transcribed again (A/B runs of one voice
     share them). precision, backend: as `TTS.from_pretrained`'s. chunk_chars: speak each sentence
@@ -388,9 +389,12 @@ def evaluate(
     engine = make_asr(asr, str(resolve_device(device)), asr_jobs)  # a missing ASR model fails before any long work
     tts = TTS.from_pretrained(model_dir, device=device, precision=precision, backend=backend)
     overrides = {k: v for k, v in (sampling or {}).items() if v is not None}
-    unknown = set(overrides) - {"temperature", "top_k", "top_p", "cfg_scale"}
+    unknown = set(overrides) - {"temperature", "top_k", "top_p", "cfg_scale", "best_of"}
     if unknown:
-        raise TokttsError(f"unknown sampling setting(s) {sorted(unknown)}; use temperature, top_k, top_p, cfg_scale")
+        raise TokttsError(f"unknown sampling setting(s) {sorted(unknown)}; use temperature, top_k, top_p, cfg_scale, best_of")
+    if overrides.get("best_of", 1) != 1 and chunk_chars is None:
+        raise TokttsError("best_of picks the best of N takes of each chunk, as `say` speaks: "
+                          "give chunk_chars too (--chunk-chars N, 0 = the model's)")
     if chunk_chars:  # 0: the model's own chunk length
         overrides["chunk_chars"] = chunk_chars
     if close_chunks is not None:
@@ -437,7 +441,7 @@ def evaluate(
         "model": str(model_dir) if model_dir else "bundled voice", "corpus": str(corpus_dir), "split": split,
         "split_rule": rule, "asr": engine.name, "seed": seed, "batch_size": batch_size, "device": str(tts.device),
         "sampling": {k: getattr(tts.cfg.generate, k)
-                     for k in ("temperature", "top_k", "top_p", "cfg_scale", "max_seconds")}
+                     for k in ("temperature", "top_k", "top_p", "cfg_scale", "best_of", "max_seconds")}
                     | {"chunk_chars": None if chunk_chars is None else tts.cfg.generate.chunk_chars,
                        "close_chunks": None if chunk_chars is None else tts.cfg.generate.close_chunks},
         "skipped": skipped, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
