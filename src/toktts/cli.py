@@ -398,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance, 1 = off (default: the model's)")
     p.add_argument("--best-of", type=int, default=None, metavar="N",
                    help="speak each chunk N times and keep the take pocketsphinx hears closest to the text, as "
-                        "say --best-of does (with --chunk-chars; default: the model's)")
+                        "say --best-of does (with --chunk-chars; pocketsphinx picks whatever --asr scores; "
+                        "default: one take)")
     p.add_argument("--batch-size", type=int, default=8, help="sentences generated together (default: 8)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--asr-jobs", type=int, default=None, help="pocketsphinx processes at once (default: up to 4, one per core)")

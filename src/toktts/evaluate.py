@@ -386,20 +386,20 @@ def evaluate(
     if limit is not None and limit < 1:
         raise TokttsError(f"limit must be a positive number of sentences, got {limit}")
     started = time.perf_counter()
-    engine = make_asr(asr, str(resolve_device(device)), asr_jobs)  # a missing ASR model fails before any long work
-    tts = TTS.from_pretrained(model_dir, device=device, precision=precision, backend=backend)
     overrides = {k: v for k, v in (sampling or {}).items() if v is not None}
     unknown = set(overrides) - {"temperature", "top_k", "top_p", "cfg_scale", "best_of"}
     if unknown:
         raise TokttsError(f"unknown sampling setting(s) {sorted(unknown)}; use temperature, top_k, top_p, cfg_scale, best_of")
-    if overrides.get("best_of", 1) != 1 and chunk_chars is None:
-        raise TokttsError("best_of picks the best of N takes of each chunk, as `say` speaks: "
-                          "give chunk_chars too (--chunk-chars N, 0 = the model's)")
     if chunk_chars:  # 0: the model's own chunk length
         overrides["chunk_chars"] = chunk_chars
     if close_chunks is not None:
         overrides["close_chunks"] = close_chunks
     overrides = {k: check_value(f"generate.{k}", v, k) for k, v in overrides.items()}
+    if overrides.get("best_of", 1) != 1 and chunk_chars is None:
+        raise TokttsError("best_of picks the best of N takes of each chunk, as `say` speaks: "
+                          "give chunk_chars too (--chunk-chars N, 0 = the model's)")
+    engine = make_asr(asr, str(resolve_device(device)), asr_jobs)  # a missing ASR model fails before any long work
+    tts = TTS.from_pretrained(model_dir, device=device, precision=precision, backend=backend)
     tts.cfg.generate = replace(tts.cfg.generate, **overrides)
     rows, rule = split_rows(corpus_dir, split, tts.cfg, held_out_ids(tts.model_dir) if tts.model_dir else None)
     skipped = {"missing_wav": 0, "nothing_to_say": 0}
@@ -441,9 +441,11 @@ def evaluate(
         "model": str(model_dir) if model_dir else "bundled voice", "corpus": str(corpus_dir), "split": split,
         "split_rule": rule, "asr": engine.name, "seed": seed, "batch_size": batch_size, "device": str(tts.device),
         "sampling": {k: getattr(tts.cfg.generate, k)
-                     for k in ("temperature", "top_k", "top_p", "cfg_scale", "best_of", "max_seconds")}
+                     for k in ("temperature", "top_k", "top_p", "cfg_scale", "max_seconds")}
                     | {"chunk_chars": None if chunk_chars is None else tts.cfg.generate.chunk_chars,
-                       "close_chunks": None if chunk_chars is None else tts.cfg.generate.close_chunks},
+                       "close_chunks": None if chunk_chars is None else tts.cfg.generate.close_chunks,
+                       # whole sentences are one take each, whatever the model's generate.best_of
+                       "best_of": 1 if chunk_chars is None else tts.cfg.generate.best_of},
         "skipped": skipped, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "ceilings_from": ceilings_from,
     })

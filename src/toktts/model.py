@@ -74,12 +74,12 @@ class Attention(nn.Module):
             # for each (ljspeech_ex_small's shapes, benchmarks/RESULTS.md).
             B, H, S, Dh = q.shape
             L = k.shape[2]
-            if mask is None:
-                mask = torch.ones(1, 1, 1, L, dtype=torch.bool, device=q.device)
-            bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
+            bias = torch.zeros((), dtype=q.dtype, device=q.device)
+            if mask is not None:  # (B, 1, 1 or S, L) bool -> (B * H, 1 or S, L), broadcast over S
+                bias = bias.expand(mask.shape).masked_fill(~mask, float("-inf"))
+                bias = bias.expand(B, H, *mask.shape[-2:]).reshape(B * H, -1, L)
             scores = torch.baddbmm(
-                bias.expand(B, H, S, L).reshape(B * H, S, L), q.reshape(B * H, S, Dh),
-                k.reshape(B * H, L, Dh).transpose(1, 2), alpha=1 / math.sqrt(Dh),
+                bias, q.reshape(B * H, S, Dh), k.reshape(B * H, L, Dh).transpose(1, 2), alpha=1 / math.sqrt(Dh)
             )
             weights = scores.view(B, H, S, L).softmax(-1, dtype=torch.float32)
             y = weights.to(v.dtype) @ v
