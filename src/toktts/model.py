@@ -600,19 +600,20 @@ def sample(
     """(B, ..., V) float logits -> (B, ...) ids. temperature 0 is greedy. `generator` is one for
     all rows or one per batch item. With top_k the draw is among the k best ids alone (ties at the
     k-th are broken as `topk` breaks them): softmax and multinomial over k values, not V, ~3x
-    faster a step for the bundled voice's 4 x 1027 logits."""
+    faster a step for the bundled voice's 4 x 1027 logits; top_p then cuts the same candidates,
+    best first, and the draw is mapped back to its id."""
     if temperature <= 0:
         return logits.argmax(-1)
     logits = logits / temperature
-    index = None  # (B, ..., k): which id each of the k candidates is
+    index = None  # (B, ..., k): which id each candidate is, the candidates best first
     if top_k and top_k < logits.shape[-1]:
         logits, index = logits.topk(top_k, dim=-1)
     if top_p < 1.0:
-        sorted_logits, order = logits.sort(-1, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+        if index is None:
+            logits, index = logits.sort(-1, descending=True)
+        probs = logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest set of the best reaching top_p
+        logits = logits.masked_fill(drop, float("-inf"))
     probs = logits.softmax(-1)
     if isinstance(generator, (list, tuple)):
         ids = torch.stack([_multinomial(p, g) for p, g in zip(probs, generator, strict=True)])

@@ -227,15 +227,16 @@ def build(decoder: Decoder) -> Any:
     return helper.make_model(graph, opset_imports=opsets, ir_version=8)
 
 
-def export(decoder: Decoder, path: str | Path) -> Path:
-    """Write `decoder`'s step graph to `path` (atomically), its digest in the metadata."""
+def export(decoder: Decoder, path: str | Path, key: str | None = None) -> Path:
+    """Write `decoder`'s step graph to `path` (atomically), its digest (`key`, if the caller has
+    it already) in the metadata."""
     import onnx
 
     path = Path(path)
     started = time.monotonic()
     with _failing("export the decoder step"):
         model = build(decoder)
-    onnx.helper.set_model_props(model, {DIGEST_KEY: digest(decoder), PRECISION_KEY: "fp32"})
+    onnx.helper.set_model_props(model, {DIGEST_KEY: key or digest(decoder), PRECISION_KEY: "fp32"})
     with writing(path, "choose another place (--out)"):
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, model.SerializeToString())
@@ -330,7 +331,7 @@ def find_or_export(decoder: Decoder, model_dir: Path | None, precision: str = "f
                     "elsewhere); not using it", mine, precision)
     cached = cache_root() / f"{want[:32]}.onnx"
     if not _matches(cached, want, "fp32"):
-        export(decoder, cached)
+        export(decoder, cached, want)
     if precision == "fp32":
         return cached
     quantized = cache_root() / f"{want[:32]}-{precision}.onnx"
