@@ -527,7 +527,7 @@ class TokTTS(nn.Module):
         decoder = decoder or self.decoder
         cache = decoder.start(memory, text_mask, S_max)
         n_masks = layout.n_codebooks if layout.name == "flatten" else 1
-        masks = [layout.allowed(s, device) for s in range(n_masks)]
+        blocked = [~layout.allowed(s, device) for s in range(n_masks)]
         out = torch.full((B, layout.n_streams, S_max), layout.pad_id, dtype=torch.long, device=device)
         eos_step = torch.full((B,), -1, dtype=torch.long, device=device)
         prev = torch.full((B, layout.n_streams, 1), layout.bos_id, dtype=torch.long, device=device)
@@ -535,6 +535,7 @@ class TokTTS(nn.Module):
         # The steps at which some item may not end yet: the EOS mask is applied only while any
         # floor is ahead (one read of it here, none per step).
         floor = 0 if min_steps is None else int(min_steps.max())
+        ended = False  # whether any item has emitted its EOS (read once a step, with `done`)
         for s in range(S_max):
             logits, w = decoder.step(
                 prev.repeat(2, 1, 1) if guided else prev, cache, s, need_weights=need_weights, generator=generator
@@ -545,17 +546,21 @@ class TokTTS(nn.Module):
             if guided:
                 cond, uncond = logits[:B], logits[B:]
                 logits = uncond + cfg_scale * (cond - uncond)
-            logits = logits.masked_fill(~masks[s % n_masks], float("-inf"))
+            logits = logits.masked_fill(blocked[s % n_masks], float("-inf"))
             if s < floor:
                 logits[:, 0, layout.eos_id] = logits[:, 0, layout.eos_id].masked_fill(s < min_steps, float("-inf"))
             tok = sample(logits, temperature, top_k, top_p, generator)  # (B, N)
-            forced = layout.forced(s, eos_step)
-            tok = torch.where(forced >= 0, forced, tok)
+            if layout.forces(s, ended):
+                forced = layout.forced(s, eos_step)
+                tok = torch.where(forced >= 0, forced, tok)
             newly = (eos_step < 0) & (tok[:, 0] == layout.eos_id) & (s < max_steps)
             eos_step = torch.where(newly, s, eos_step)
             out[:, :, s] = tok
             prev = tok[:, :, None]
-            done = layout.finished(s, eos_step) | ((eos_step < 0) & (s + 1 >= max_steps + layout.tail))
+            ended = ended or bool(newly.any())
+            done = (eos_step < 0) & (s + 1 >= max_steps + layout.tail)  # at the limit without an EOS
+            if ended:
+                done |= layout.finished(s, eos_step)
             last = bool(done.all()) or s + 1 == S_max
             yield Progress(layout, out[:, :, : s + 1], eos_step, max_steps, done, attn if last else None)
             if last:

@@ -6,11 +6,13 @@ eager PyTorch spends more time dispatching them than computing them).
     TTS.from_pretrained(DIR, backend="onnx")  # `auto` (the default on CPU) uses it too
 
 `build` writes the graph node by node from the decoder's weights with ONNX Runtime's fused
-transformer operators (inputs and outputs in its docstring); the past keys and values go in and
-come out whole, layer by layer, in the layout ONNX Runtime's `Attention` keeps them in, so the
-runner hands each step's present to the next step as it is. Embeddings, sampling and the encoder
-stay in PyTorch: the same seed gives the same tokens as the eager path (tested; both compute in
-fp32, so only a near-tie between two codes could tell them apart).
+transformer operators (inputs and outputs in its docstring). A generation binds its arrays to the
+session once (`OnnxDecoder.start`): each step writes its tokens and position into them and ONNX
+Runtime writes the logits back, and the keys and values into the past's arrays in place (a past
+that went in and came out whole was copied twice a step, which cost a 10 s take more than its
+attention did). The embedding is in the graph; sampling and the encoder stay in PyTorch: the same
+seed gives the same tokens as the eager path (tested; both compute in fp32, so only a near-tie
+between two codes could tell them apart).
 
 A graph belongs to one model: its metadata holds a digest of the decoder's weights and shape, of
 the code that builds it and of the torch version, and a graph whose digest does not match is
@@ -42,12 +44,12 @@ from torch import nn
 
 from toktts.errors import TokttsError
 from toktts.files import write_atomic, writing
-from toktts.model import Attention, Block, Decoder
+from toktts.model import Attention, Block, Decoder, keep_mask
 
 log = logging.getLogger(__name__)
 
 GRAPH_FILE = "decoder_step.onnx"
-GRAPH_VERSION = "3"  # the graph's inputs and outputs; the computation is keyed by its source
+GRAPH_VERSION = "4"  # the graph's inputs and outputs; the computation is keyed by its source
 DIGEST_KEY = "toktts.decoder_digest"
 PRECISION_KEY = "toktts.precision"
 
@@ -74,7 +76,7 @@ def digest(decoder: Decoder) -> str:
     source of the code that writes the graph and of the code it stands for."""
     h = hashlib.sha256(GRAPH_VERSION.encode())
     shape = {"heads": [blk.self_attn.heads for blk in decoder.blocks], "streams": decoder.n_streams,
-             "vocab": decoder.vocab_size, "modules": repr(decoder)}
+             "vocab": decoder.vocab_size, "modules": repr(decoder), "input_dropout": decoder.input_dropout}
     h.update(json.dumps(shape, sort_keys=True).encode())
     for code in (_Graph, build, _check, Decoder.step_blocks, Decoder.logits, Attention, Block):
         h.update(inspect.getsource(code).encode())
@@ -126,6 +128,13 @@ def _check(decoder: Decoder) -> None:
     tanh GELU, or cross-attention with its own head count) fails here instead of being spoken
     with the wrong computation (and `auto` runs it eagerly)."""
     heads = decoder.blocks[0].self_attn.heads
+    if decoder.window:
+        # ONNX Runtime's windowed GroupQueryAttention sees `local_window_size` steps in 1.32 and
+        # one more in 1.20: a graph could not say which it means
+        raise TokttsError("a decoder with an attention window (model.dec_window) runs in PyTorch, not in the step graph")
+    if (decoder.embed.embedding_dim // heads) % 8:
+        raise TokttsError(f"the step graph needs heads of a multiple of 8 dimensions "
+                          f"(GroupQueryAttention), not {decoder.embed.embedding_dim // heads}")
     for i, blk in enumerate(decoder.blocks):
         kinds = [type(layer) for layer in blk.mlp]
         if (
@@ -137,24 +146,29 @@ def _check(decoder: Decoder) -> None:
 
 
 def build(decoder: Decoder) -> Any:
-    """The decoder step of `Decoder.step_blocks` and `Decoder.logits` as an ONNX graph, written
-    node by node from `decoder`'s weights with ONNX Runtime's fused transformer operators: each
-    layer is ~11 nodes (self-attention over the past with its projections in one `Attention`,
-    residual and layer norm in one `SkipLayerNormalization`, `MultiHeadAttention` over the
-    memory's keys and values, `BiasGelu`), where a traced `step_blocks` made ~70 (views,
-    transposes, slices and concatenations of the past), which cost a batch-1 step more than its
-    matmuls did. The first layer's cross-attention is written out: its weights are an output (the
-    evaluation's alignment image).
+    """The decoder step of `Decoder.step` as an ONNX graph, written node by node from `decoder`'s
+    weights with ONNX Runtime's fused transformer operators: each layer is ~11 nodes (the
+    self-attention's projections in one matmul, `GroupQueryAttention` over the past, residual and
+    layer norm in one `SkipLayerNormalization`, `MultiHeadAttention` over the memory's keys and
+    values, `BiasGelu`), where a traced `step_blocks` made ~70 (views, transposes, slices and
+    concatenations of the past), which cost a batch-1 step more than its matmuls did. The first
+    layer's cross-attention is written out: its weights are an output (the alignment image).
 
-        x          (B, 1, D)           the step's input, embedded by PyTorch
-        past_i     (2, B, H, P, Dh)    layer i's keys and values of the P steps this one sees
-        cross_k_i  (B, H, L, Dh)       layer i's keys of the memory (and cross_v_i its values)
-        text_bias  (B, H, 1, L)        0 on characters, -inf on padding (one row per head: the
-                                       shape ONNX Runtime 1.20 takes too; tested with 1.20 and 1.32)
+        tokens        (B, N) int64        the step's input ids, one per stream
+        position      (1, 1, D)           the step's position embedding, scaled
+        keep          (B, 1, D)           the input dropout's mask (`model.input_dropout` only)
+        seqlens       (B,) int32          the step's index (every row is at the same step)
+        total         () int32            the step's index + 1
+        past_k_i      (B, H, S, Dh)       layer i's keys of every step, S the generation's
+                                          limit; ONNX Runtime writes the step's own at `seqlens`
+                                          (past_v_i its values; present_k_i and present_v_i are
+                                          bound to the same arrays)
+        cross_k_i     (B, H, L, Dh)       layer i's keys of the memory (and cross_v_i its values)
+        text_bias     (B, H, 1, L)        0 on characters, -inf on padding (one row per head: the
+                                          shape ONNX Runtime 1.20 takes too; tested with 1.20 and 1.32)
       ->
-        logits     (B, N * V)
-        attention  (B, H, 1, L)        the first layer's cross-attention weights
-        present_i  (2, B, H, P + 1, Dh)  past_i and this step's keys and values
+        logits        (B, N * V)
+        attention     (B, H, 1, L)        the first layer's cross-attention weights
     """
     from onnx import TensorProto, helper
 
@@ -167,12 +181,19 @@ def build(decoder: Decoder) -> Any:
     def tensor(name: str, *shape: int | str):
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
 
-    inputs = [tensor("x", "B", 1, D)]
-    inputs += [tensor(f"past_{i}", 2, "B", H, "P", Dh) for i in range(Ld)]
+    def typed(name: str, kind: int, *shape: int | str):
+        return helper.make_tensor_value_info(name, kind, list(shape))
+
+    N = decoder.n_streams
+    inputs = [typed("tokens", TensorProto.INT64, "B", N), tensor("position", 1, 1, D)]
+    if decoder.input_dropout > 0:
+        inputs.append(tensor("keep", "B", 1, D))
+    inputs += [typed("seqlens", TensorProto.INT32, "B"), typed("total", TensorProto.INT32)]
+    inputs += [tensor(f"past_{kv}_{i}", "B", H, "S", Dh) for i in range(Ld) for kv in "kv"]
     inputs += [tensor(f"cross_{kv}_{i}", "B", H, "L", Dh) for i in range(Ld) for kv in "kv"]
     inputs += [tensor("text_bias", "B", H, 1, "L")]
     outputs = [tensor("logits", "B", NV), tensor("attention", "B", H, 1, "L")]
-    outputs += [tensor(f"present_{i}", 2, "B", H, "P + 1", Dh) for i in range(Ld)]
+    outputs += [tensor(f"present_{kv}_{i}", "B", H, "S", Dh) for i in range(Ld) for kv in "kv"]
 
     def layer_norm(name: str, x: str, norm: nn.LayerNorm, residual: str | None = None,
                    bias: torch.Tensor | None = None) -> tuple[str, str]:
@@ -186,13 +207,20 @@ def build(decoder: Decoder) -> Any:
 
     heads_shape = g.weight("heads_shape", np.array([0, 1, H, Dh], dtype=np.int64))
     width_shape = g.weight("width_shape", np.array([0, 1, D], dtype=np.int64))
+    ids = g.node("Add", ["tokens", g.weight("stream_offset", decoder.stream_offset.numpy())], ["ids"])
+    x = g.node("Gather", [g.weight("embed", decoder.embed.weight), ids], ["embedded"], axis=0)  # (B, N, D)
+    x = g.node("ReduceSum", [x, g.weight("stream_axis", np.array([1], dtype=np.int64))], ["summed"], keepdims=1)
+    if decoder.input_dropout > 0:
+        x = g.node("Mul", [x, "keep"], ["kept"])
+    x = g.node("Add", [x, "position"], ["x"])
     h, x = layer_norm("b0.norm1", "x", blocks[0].norm1)
     for i, blk in enumerate(blocks):
         sa, ca, name = blk.self_attn, blk.cross_attn, f"b{i}"
         qkv = g.weight(f"{name}.qkv.weight", torch.cat([sa.q.weight, sa.kv.weight]).t())  # (D, 3D)
         qkv_bias = g.weight(f"{name}.qkv.bias", torch.cat([sa.q.bias, sa.kv.bias]))
-        y = g.node("Attention", [h, qkv, qkv_bias, "", f"past_{i}"], [f"{name}.self", f"present_{i}"],
-                   fused=True, num_heads=H)
+        qkv = g.node("Add", [g.node("MatMul", [h, qkv], [f"{name}.qkv"]), qkv_bias], [f"{name}.qkvb"])
+        y = g.node("GroupQueryAttention", [qkv, "", "", f"past_k_{i}", f"past_v_{i}", "seqlens", "total"],
+                   [f"{name}.self", f"present_k_{i}", f"present_v_{i}"], fused=True, num_heads=H, kv_num_heads=H)
         h, x = layer_norm(f"{name}.norm2", g.linear(f"{name}.self.out", y, sa.out), blk.norm2, x, sa.out.bias)
         q = g.linear(f"{name}.cross.q", h, ca.q)
         if i == 0:  # written out, for its weights
@@ -255,7 +283,7 @@ def quantize(source: Path, path: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp, _quiet(), _failing("quantize the decoder step"):
         scratch = Path(tmp) / "int8.onnx"
         quantize_dynamic(str(source), str(scratch), weight_type=QuantType.QInt8, per_channel=True,
-                         reduce_range=not _has_vnni(),
+                         reduce_range=not _has_vnni(), op_types_to_quantize=["MatMul"],  # the embedding stays fp32
                          # the fused operators' outputs have no inferred type: they are all float
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         model = onnx.load(str(scratch))
@@ -342,11 +370,16 @@ def find_or_export(decoder: Decoder, model_dir: Path | None, precision: str = "f
 
 @dataclass
 class OnnxCache:
-    """The runner's decoding state for one batch (the counterpart of `DecoderCache`)."""
+    """The runner's decoding state for one batch (the counterpart of `DecoderCache`): the arrays
+    ONNX Runtime reads and writes, bound to the session once. Each step writes its inputs into
+    them in place; the keys and values are written into `past` by the graph itself."""
 
-    past: list[np.ndarray]  # per layer (2, B, H, P, Dh): the steps the next step sees
-    first: int  # the step that past[i][:, :, :, 0] holds
-    fixed: dict[str, np.ndarray]  # the inputs every step shares: the memory's keys, the text's bias
+    binding: Any  # onnxruntime.IOBinding
+    feeds: dict[str, np.ndarray]  # tokens, position, seqlens, total (and keep): rewritten each step
+    logits: np.ndarray  # (B, N * V), written by each step
+    attention: np.ndarray  # (B, H, 1, L)
+    past: list[np.ndarray]  # per layer and k/v (B, H, S_max, Dh)
+    positions: np.ndarray  # (S_max, D) each step's position embedding, scaled
 
 
 class OnnxDecoder:
@@ -371,29 +404,49 @@ class OnnxDecoder:
         self.layers = len(decoder.blocks)
 
     def start(self, memory: torch.Tensor, text_mask: torch.Tensor, max_steps: int) -> OnnxCache:
+        from onnxruntime import OrtValue
+
         keys, values = self.decoder.memory_keys_values(memory)
         B, H, L, Dh = keys[0].shape
-        bias = torch.zeros(B, H, 1, L).masked_fill(~text_mask.cpu()[:, None, None, :], float("-inf"))
-        fixed = {"text_bias": bias.numpy()}
+        N, D = self.decoder.n_streams, self.decoder.embed.embedding_dim
+        fixed = {"text_bias": torch.zeros(B, H, 1, L).masked_fill(~text_mask.cpu()[:, None, None, :], float("-inf"))}
         for i, (k, v) in enumerate(zip(keys, values)):
-            fixed[f"cross_k_{i}"] = k.float().cpu().contiguous().numpy()  # (B, H, L, Dh)
-            fixed[f"cross_v_{i}"] = v.float().cpu().contiguous().numpy()
-        # every layer starts from the same empty past (never written to: each step makes new ones)
-        return OnnxCache([np.zeros((2, B, H, 0, Dh), dtype=np.float32)] * self.layers, 0, fixed)
+            fixed[f"cross_k_{i}"], fixed[f"cross_v_{i}"] = k, v  # (B, H, L, Dh)
+        feeds = {"tokens": np.zeros((B, N), dtype=np.int64), "position": np.zeros((1, 1, D), dtype=np.float32),
+                 "seqlens": np.zeros(B, dtype=np.int32), "total": np.zeros((), dtype=np.int32)}
+        if self.decoder.input_dropout > 0:
+            feeds["keep"] = np.ones((B, 1, D), dtype=np.float32)
+        past = [np.zeros((B, H, max_steps, Dh), dtype=np.float32) for _ in range(2 * self.layers)]
+        cache = OnnxCache(self.session.io_binding(), feeds, np.zeros((B, N * self.decoder.vocab_size), np.float32),
+                          np.zeros((B, H, 1, L), np.float32), past,
+                          (self.decoder.pos_scale * self.decoder.positions(0, max_steps, memory.device)).float().cpu().numpy())
+        # ONNX Runtime reads and writes these arrays' memory: each is bound once, for every step
+        arrays = {**feeds, **{k: v.float().cpu().contiguous().numpy() for k, v in fixed.items()}}
+        for i in range(self.layers):
+            for j, kv in enumerate("kv"):
+                arrays[f"past_{kv}_{i}"] = past[2 * i + j]
+        cache.keep_alive = arrays
+        for name, array in arrays.items():
+            cache.binding.bind_ortvalue_input(name, OrtValue.ortvalue_from_numpy(array))
+        outputs = {"logits": cache.logits, "attention": cache.attention}
+        outputs.update((f"present_{kv}_{i}", arrays[f"past_{kv}_{i}"]) for i in range(self.layers) for kv in "kv")
+        for name, array in outputs.items():  # the present keys and values are the past's arrays
+            cache.binding.bind_ortvalue_output(name, OrtValue.ortvalue_from_numpy(array))
+        return cache
 
     def step(
         self, tokens: torch.Tensor, cache: OnnxCache, pos: int, need_weights: bool = False, generator=None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        x = self.decoder.embed_tokens(tokens, offset=pos, generator=generator)
-        first = self.decoder.first_visible(pos)
-        if first > cache.first:  # `model.dec_window`: the steps that fell out of sight go
-            cache.past = [np.ascontiguousarray(p[:, :, :, first - cache.first :]) for p in cache.past]
-            cache.first = first
-        feeds = {"x": x.float().cpu().numpy(), **cache.fixed}
-        feeds.update((f"past_{i}", p) for i, p in enumerate(cache.past))
+        feeds, decoder = cache.feeds, self.decoder
+        feeds["tokens"][...] = tokens[:, :, 0].cpu().numpy()
+        feeds["position"][0, 0] = cache.positions[pos]
+        feeds["seqlens"][...] = pos
+        feeds["total"][...] = pos + 1
+        if decoder.input_dropout > 0:
+            feeds["keep"][...] = keep_mask(feeds["keep"].shape, decoder.input_dropout, tokens.device, generator)
         with _failing("run the decoder step"):
-            logits, attention, *cache.past = self.session.run(None, feeds)
-        B = logits.shape[0]
-        out = torch.from_numpy(logits).to(tokens.device)
-        weights = [torch.from_numpy(attention).to(tokens.device)] if need_weights else []
+            self.session.run_with_iobinding(cache.binding)
+        B = cache.logits.shape[0]
+        out = torch.from_numpy(cache.logits.copy()).to(tokens.device)
+        weights = [torch.from_numpy(cache.attention.copy()).to(tokens.device)] if need_weights else []
         return out.view(B, 1, self.decoder.n_streams, self.decoder.vocab_size), weights

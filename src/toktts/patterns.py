@@ -193,6 +193,11 @@ class Layout:
         out = torch.full((B, 1), -1, dtype=torch.long, device=eos_step.device)
         return torch.where((ended & (step > eos_step))[:, None], self.pad_id, out)
 
+    def forces(self, step: int, any_ended: bool) -> bool:
+        """Whether `forced` fixes anything at `step`: streams yet to begin (the delay's first
+        `tail` steps), or items that have ended. Generation skips it otherwise (most steps)."""
+        return any_ended or step < self.tail
+
     def finished(self, step: int, eos_step: torch.Tensor) -> torch.Tensor:
         """(B,) bool: every stream has emitted its EOS by the end of `step`."""
         return (eos_step >= 0) & (step >= eos_step + self.tail)
