@@ -535,7 +535,9 @@ class TokTTS(nn.Module):
         # The steps at which some item may not end yet: the EOS mask is applied only while any
         # floor is ahead (one read of it here, none per step).
         floor = 0 if min_steps is None else int(min_steps.max())
-        ended = False  # whether any item has emitted its EOS (read once a step, with `done`)
+        ended = False  # whether any item has emitted its EOS
+        # Until an item ends or reaches its limit nothing is done: most steps skip those checks.
+        first_limit, not_done = int(max_steps.min()) + layout.tail, torch.zeros(B, dtype=torch.bool, device=device)
         for s in range(S_max):
             logits, w = decoder.step(
                 prev.repeat(2, 1, 1) if guided else prev, cache, s, need_weights=need_weights, generator=generator
@@ -553,15 +555,19 @@ class TokTTS(nn.Module):
             if layout.forces(s, ended):
                 forced = layout.forced(s, eos_step)
                 tok = torch.where(forced >= 0, forced, tok)
-            newly = (eos_step < 0) & (tok[:, 0] == layout.eos_id) & (s < max_steps)
-            eos_step = torch.where(newly, s, eos_step)
+            eos = tok[:, 0] == layout.eos_id
+            if bool(eos.any()):  # the one read of a step
+                newly = eos & (eos_step < 0) & (s < max_steps)
+                eos_step = torch.where(newly, s, eos_step)
+                ended = ended or bool(newly.any())
             out[:, :, s] = tok
             prev = tok[:, :, None]
-            ended = ended or bool(newly.any())
-            done = (eos_step < 0) & (s + 1 >= max_steps + layout.tail)  # at the limit without an EOS
-            if ended:
-                done |= layout.finished(s, eos_step)
-            last = bool(done.all()) or s + 1 == S_max
+            done, last = not_done, False
+            if ended or s + 1 >= first_limit:
+                done = (eos_step < 0) & (s + 1 >= max_steps + layout.tail)  # at the limit without an EOS
+                if ended:
+                    done |= layout.finished(s, eos_step)
+                last = bool(done.all()) or s + 1 == S_max
             yield Progress(layout, out[:, :, : s + 1], eos_step, max_steps, done, attn if last else None)
             if last:
                 return

@@ -447,6 +447,6 @@ class OnnxDecoder:
         with _failing("run the decoder step"):
             self.session.run_with_iobinding(cache.binding)
         B = cache.logits.shape[0]
-        out = torch.from_numpy(cache.logits.copy()).to(tokens.device)
+        out = torch.from_numpy(cache.logits).to(tokens.device)  # a view: the next step writes over it
         weights = [torch.from_numpy(cache.attention.copy()).to(tokens.device)] if need_weights else []
         return out.view(B, 1, self.decoder.n_streams, self.decoder.vocab_size), weights
