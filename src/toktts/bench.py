@@ -28,7 +28,7 @@ import torch
 from toktts.codecs import Codec, build_codec
 from toktts.config import Config
 from toktts.errors import TokttsError
-from toktts.devices import autocast, num_threads, resolve_device
+from toktts.devices import autocast, keep_freed_memory, num_threads, resolve_device
 from toktts.inference import TTS
 from toktts.model import TokTTS
 from toktts.phonemes import text_vocab
@@ -139,6 +139,8 @@ class TrainBench:
         self.cfg = _bench_codec_config(cfg)
         t = self.cfg.train
         self.device = resolve_device(device)
+        if self.device.type == "cpu":  # as `train.train` does
+            keep_freed_memory()
         self.precision = precision or t.precision
         if self.precision not in ("bf16", "fp16", "fp32"):
             raise TokttsError(f"precision must be bf16, fp16 or fp32, got {self.precision!r}")

@@ -3,6 +3,9 @@ resolved once and checked, for inference, training benchmarks and the CLI."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import platform
 from typing import Iterator
 
 import torch
@@ -57,3 +60,24 @@ def autocast(device: torch.device, precision: str):
         return contextlib.nullcontext()
     dtype = torch.float16 if precision == "fp16" and device.type == "cuda" else torch.bfloat16
     return torch.autocast(device.type, dtype=dtype)
+
+
+def keep_freed_memory() -> bool:
+    """Keep the memory freed tensors held inside the process (training on a CPU).
+
+    glibc gives allocations over 32 MB, and past a threshold the freed top of its heap, back to
+    the kernel; a training step frees and allocates the same large activations (the guided
+    layers' attention weights, the logits) every step, so each step touches them as new pages,
+    and a new page costs a fault: ~65,000 a step of ljspeech_ex_small, 0.1-0.15 s of its ~2.2
+    (46 MB allocated and filled: 28 ms fresh, 2.4 ms reused; benchmarks/RESULTS.md). With mmap
+    and trimming off, the process keeps its peak instead. Linux with glibc only; returns whether
+    it was applied."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # <malloc.h>
+    # the largest trim threshold mallopt takes (an int): 2 GB of free heap top is kept
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))

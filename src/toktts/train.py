@@ -29,6 +29,7 @@ from toktts.checkpoint import (
 from toktts.codecs import build_codec, nearest_codes
 from toktts.config import Config, TrainConfig, validate
 from toktts.data import TokenDataset, bucket_batches, cache_dir, collate
+from toktts.devices import keep_freed_memory
 from toktts.errors import TokttsError
 from toktts.files import write_atomic, writing
 from toktts.longform import chunk_chars_for
@@ -275,6 +276,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
         log_with=report or None, project_dir=t.output_dir,
     )
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    if device.type == "cpu":
+        keep_freed_memory()
     train_set, val_set = (TokenDataset(root, split, cfg.model.text_input, phonemes=cfg.train.phoneme_weight > 0)
                           for split in ("train", "val"))
     if not cfg.generate.chunk_chars:  # saved with the model: long text is cut to lengths it knows
