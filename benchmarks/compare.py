@@ -39,6 +39,7 @@ import old_baseline
 
 from toktts.bench import SynthBench, TrainBench, build_bench_codec, profile_synth, profile_train_step, timed
 from toktts.config import load_config
+from toktts.devices import keep_freed_memory
 from toktts.inference import TTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,6 +259,10 @@ def render(args, m0, m1, train, synth, prec, enc, profiles) -> str:
          "toktts synthesis runs to a fixed length (EOS suppressed), the baseline with "
          "`min_new_tokens = max_new_tokens`."),
         "",
+        ("Both run in one process with toktts's training allocator setting (`toktts.devices.keep_freed_memory`: "
+         f"glibc keeps freed memory instead of mapping it anew; {'applied' if args.kept_memory else 'not available here'}), "
+         "so neither pays page faults for its per-step tensors."),
+        "",
     ]
     # training
     fps = train["info"]["frames_per_step"]
@@ -369,6 +374,7 @@ def main() -> None:
     args = ap.parse_args()
     args.command = " ".join(["python benchmarks/compare.py", *sys.argv[1:]])
     torch.set_num_threads(args.threads)
+    args.kept_memory = keep_freed_memory()  # as toktts training does; the baseline shares the process
     cfg = load_config([CONFIG])
     m0 = machine()
     if args.quick:
