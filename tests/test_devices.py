@@ -14,12 +14,12 @@ from toktts.devices import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 faults = []
-for _ in range(8):  # steps that make and free the same large activations, as training does
+for _ in range(20):  # steps that make and free the same large activations, as training does
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     xs = [torch.ones(n) for n in (16_000_000, 10_000_000, 2_000_000, 12_000_000)]
     del xs
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(max(faults[-3:]))
+print(max(faults[-5:]))
 """
 
 
@@ -31,4 +31,4 @@ def test_freed_memory_is_reused_without_new_page_faults():
 
     # by default glibc maps each block over 32 MB anew: ~39,000 faults of 4 KB pages a step
     assert faults("default") > 1000
-    assert faults("keep") < 100  # the heap has grown to the steps' peak, and stays
+    assert faults("keep") < 100  # the heap grows to the steps' peak over a few steps (~8 here), then stays
