@@ -78,7 +78,8 @@ def digest(decoder: Decoder) -> str:
     shape = {"heads": [blk.self_attn.heads for blk in decoder.blocks], "streams": decoder.n_streams,
              "vocab": decoder.vocab_size, "modules": repr(decoder), "input_dropout": decoder.input_dropout}
     h.update(json.dumps(shape, sort_keys=True).encode())
-    for code in (_Graph, build, _check, Decoder.step_blocks, Decoder.logits, Attention, Block):
+    for code in (_Graph, build, _check, Decoder.embed_tokens, Decoder.positions, Decoder.step_blocks,
+                 Decoder.logits, Attention, Block):
         h.update(inspect.getsource(code).encode())
     for name, tensor in sorted(decoder.state_dict().items()):
         h.update(name.encode())
@@ -178,11 +179,11 @@ def build(decoder: Decoder) -> Any:
     D, H = decoder.embed.embedding_dim, blocks[0].self_attn.heads
     Dh, Ld, NV = D // H, len(blocks), decoder.n_streams * decoder.vocab_size
 
-    def tensor(name: str, *shape: int | str):
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
-
     def typed(name: str, kind: int, *shape: int | str):
         return helper.make_tensor_value_info(name, kind, list(shape))
+
+    def tensor(name: str, *shape: int | str):
+        return typed(name, TensorProto.FLOAT, *shape)
 
     N = decoder.n_streams
     inputs = [typed("tokens", TensorProto.INT64, "B", N), tensor("position", 1, 1, D)]
@@ -378,8 +379,9 @@ class OnnxCache:
     feeds: dict[str, np.ndarray]  # tokens, position, seqlens, total (and keep): rewritten each step
     logits: np.ndarray  # (B, N * V), written by each step
     attention: np.ndarray  # (B, H, 1, L)
-    past: list[np.ndarray]  # per layer and k/v (B, H, S_max, Dh)
     positions: np.ndarray  # (S_max, D) each step's position embedding, scaled
+    bound: dict[str, np.ndarray]  # every input array the binding reads (kept alive with it), the
+    # past's keys and values (B, H, S_max, Dh) among them, which the graph writes in place
 
 
 class OnnxDecoder:
@@ -416,20 +418,17 @@ class OnnxDecoder:
                  "seqlens": np.zeros(B, dtype=np.int32), "total": np.zeros((), dtype=np.int32)}
         if self.decoder.input_dropout > 0:
             feeds["keep"] = np.ones((B, 1, D), dtype=np.float32)
-        past = [np.zeros((B, H, max_steps, Dh), dtype=np.float32) for _ in range(2 * self.layers)]
-        cache = OnnxCache(self.session.io_binding(), feeds, np.zeros((B, N * self.decoder.vocab_size), np.float32),
-                          np.zeros((B, H, 1, L), np.float32), past,
-                          (self.decoder.pos_scale * self.decoder.positions(0, max_steps, memory.device)).float().cpu().numpy())
         # ONNX Runtime reads and writes these arrays' memory: each is bound once, for every step
-        arrays = {**feeds, **{k: v.float().cpu().contiguous().numpy() for k, v in fixed.items()}}
-        for i in range(self.layers):
-            for j, kv in enumerate("kv"):
-                arrays[f"past_{kv}_{i}"] = past[2 * i + j]
-        cache.keep_alive = arrays
-        for name, array in arrays.items():
+        bound = {**feeds, **{k: v.float().cpu().contiguous().numpy() for k, v in fixed.items()}}
+        bound.update((f"past_{kv}_{i}", np.zeros((B, H, max_steps, Dh), dtype=np.float32))
+                     for i in range(self.layers) for kv in "kv")
+        positions = self.decoder.pos_scale * self.decoder.positions(0, max_steps, memory.device)
+        cache = OnnxCache(self.session.io_binding(), feeds, np.zeros((B, N * self.decoder.vocab_size), np.float32),
+                          np.zeros((B, H, 1, L), np.float32), positions.float().cpu().numpy(), bound)
+        for name, array in bound.items():
             cache.binding.bind_ortvalue_input(name, OrtValue.ortvalue_from_numpy(array))
         outputs = {"logits": cache.logits, "attention": cache.attention}
-        outputs.update((f"present_{kv}_{i}", arrays[f"past_{kv}_{i}"]) for i in range(self.layers) for kv in "kv")
+        outputs.update((f"present_{kv}_{i}", bound[f"past_{kv}_{i}"]) for i in range(self.layers) for kv in "kv")
         for name, array in outputs.items():  # the present keys and values are the past's arrays
             cache.binding.bind_ortvalue_output(name, OrtValue.ortvalue_from_numpy(array))
         return cache
