@@ -78,7 +78,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/ljspeech_ex_small.yaml")
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
-    parser.add_argument("--batch-size", type=int, default=64, help="clips of 2 s a step, as compare.py")
+    parser.add_argument("--batch-size", type=int, help="clips a step (default: 64 of 2 s, as compare.py; "
+                        "with --no-baseline, what `toktts bench train` takes for the config)")
     parser.add_argument("--runs", type=int, default=3, help="timed steps of each model; the median is used")
     parser.add_argument("--no-baseline", action="store_true", help="toktts alone (any config; the baseline is EnCodec's 75 Hz x 2)")
     args = parser.parse_args()
@@ -87,7 +88,12 @@ def main() -> None:
     keep_freed_memory()
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
 
-    toktts = TrainBench(load_config([args.config]), batch_size=args.batch_size, seconds=2.0, precision=args.precision)
+    cfg = load_config([args.config])
+    if args.no_baseline:
+        toktts = TrainBench(cfg, batch_size=args.batch_size, precision=args.precision)
+    else:  # the baseline's shape: EnCodec's 75 Hz, clips of 2 s
+        args.batch_size = args.batch_size or 64
+        toktts = TrainBench(cfg, batch_size=args.batch_size, seconds=2.0, precision=args.precision)
     width = toktts.cfg.model.dec_dim
     tokens = toktts.batch_size * toktts.frames
     # the step's own linear shapes (tokens x width -> 4 x width and back) and a square one
