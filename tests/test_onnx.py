@@ -166,6 +166,22 @@ def test_int8_graph_computes_what_the_float_one_does():
             assert 0 < error < 0.1, (pos, error)
 
 
+def test_int8_graphs_of_two_onnxruntime_versions_are_kept_side_by_side(monkeypatch):
+    """An int8 graph is only valid for the ONNX Runtime that quantized it: two environments sharing
+    the cache each keep their own file instead of quantizing over the other's every time."""
+    import onnxruntime
+
+    decoder = twins()[0].model.decoder
+    mine = onnx_decoder.find_or_export(decoder, None, "int8")
+    monkeypatch.setattr(onnxruntime, "__version__", onnxruntime.__version__ + ".other")
+    theirs = onnx_decoder.find_or_export(decoder, None, "int8")
+    monkeypatch.undo()
+    assert theirs != mine and theirs.is_file()
+    written = mine.stat().st_mtime_ns
+    assert onnx_decoder.find_or_export(decoder, None, "int8") == mine
+    assert mine.stat().st_mtime_ns == written  # found, not quantized again
+
+
 def test_auto_falls_back_to_torch_when_no_graph_can_be_made(monkeypatch, caplog):
     eager, _ = twins()
     monkeypatch.setattr(onnx_decoder, "available", lambda: False)

@@ -363,7 +363,9 @@ def find_or_export(decoder: Decoder, model_dir: Path | None, precision: str = "f
         export(decoder, cached, want)
     if precision == "fp32":
         return cached
-    quantized = cache_root() / f"{want[:32]}-{precision}.onnx"
+    # named by its own digest (ONNX Runtime's version in it): two environments sharing the cache
+    # each keep theirs instead of quantizing over the other's
+    quantized = cache_root() / f"{mine_want[:32]}-{precision}.onnx"
     if not _matches(quantized, mine_want, precision):
         quantize(cached, quantized)
     return quantized
