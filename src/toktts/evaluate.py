@@ -255,7 +255,7 @@ def _resynthesize(tts: TTS, refs: list[np.ndarray]) -> tuple[list[np.ndarray], A
         wav[b, : len(a)] = torch.from_numpy(a)
     with torch.inference_mode():
         codes, frames = tts.codec.encode(wav.to(tts.device), lengths.to(tts.device))  # (B, K, T), (B,)
-        audio = tts.codec.decode(codes).float().cpu().numpy()
+        audio = tts.codec.decode(codes, frames).float().cpu().numpy()
     hop = tts.codec.sample_rate // tts.codec.frame_rate
     return [audio[b, : min(int(frames[b]) * hop, len(refs[b]))] for b in range(len(refs))], codes, frames
 

@@ -369,7 +369,7 @@ class TTS:
         T = max(int(frames.max()), 1)
         codes = codes[:, :, :T]
         with torch.inference_mode(), num_threads(self.threads):
-            audio = self.codec.decode(codes).float().cpu().numpy()
+            audio = self.codec.decode(codes, frames).float().cpu().numpy()
         hop = self.codec.sample_rate // self.codec.frame_rate
         return [audio[b, : int(frames[b]) * hop] for b in range(len(audio))]
 

@@ -82,6 +82,21 @@ def test_padding_does_not_leak(codec2):
     assert torch.equal(codec2.encode(x, lengths)[0], codec2.encode(noisy, lengths)[0])
 
 
+def test_a_batch_item_decodes_as_it_does_alone(codec2):
+    """Told the items' lengths, decoding a padded batch gives each item what decoding it alone
+    gives, and silence after it (the convolutions would carry the padding's codes into it)."""
+    x, lengths = tone_batch([SR // 2, SR // 5], seed=4)
+    codes, frames = codec2.encode(x, lengths)
+    n = int(frames[1])
+    codes = codes.clone()
+    codes[1, :, n:] = 0  # what a model's ended take holds there
+    hop = codec2.hop_length
+    batched = codec2.decode(codes, frames)
+    assert torch.allclose(batched[1, : n * hop], codec2.decode(codes[1:, :, :n])[0], atol=1e-5)
+    assert torch.equal(batched[1, n * hop :], torch.zeros(batched.shape[1] - n * hop))
+    assert torch.allclose(batched[0], codec2.decode(codes[:1])[0], atol=1e-5)
+
+
 def test_bandwidth_picks_a_prefix_of_the_codebooks(codec2, codec8):
     """Two codecs built with the same seed share their weights (seeding works), and 1.5 kbps
     codes are the first 2 of the 6 kbps codes (residual quantisation)."""

@@ -117,6 +117,25 @@ def test_decode_length_and_dtype(codec):
         assert torch.isfinite(audio).all()
 
 
+def test_what_follows_a_batch_items_end_is_not_heard_in_it(codec):
+    """Told each item's length, the decoder gives an item the same waveform whatever the padding
+    after its end holds (code 0 for a model's ended takes, here also the other item's loudest
+    frame); not told, the padding reaches the item's last frames through Griffin-Lim's windows."""
+    x, lengths = batch(HELD_OUT[:2])
+    codes, frames = codec.encode(x, lengths)
+    short, long = int(frames.argmin()), int(frames.argmax())
+    n = int(frames[short])
+    assert n < codes.shape[2]
+    loudest = int(codec.codes_to_log_mel(codes[long : long + 1]).mean(-1).view(-1, codec.stack).mean(-1).argmax())
+    zeros, loud = codes.clone(), codes.clone()
+    zeros[short, :, n:] = 0
+    loud[short, :, n:] = codes[long, :, loudest : loudest + 1]
+    told = [codec.decode(c, frames)[short, : n * HOP] for c in (zeros, loud)]
+    untold = [codec.decode(c)[short, : n * HOP] for c in (zeros, loud)]
+    assert torch.equal(told[0], told[1])
+    assert not torch.allclose(untold[0][-HOP:], untold[1][-HOP:], atol=1e-3)
+
+
 def log_mel_error(codec: MelCodec, waves: list[np.ndarray]) -> tuple[float, float, float]:
     """Mean |log-mel difference| (nats) over the valid frames: quantised vs original, decoded vs
     quantised, decoded vs original."""

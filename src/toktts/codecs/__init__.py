@@ -27,8 +27,10 @@ class Codec(Protocol):
         """(B, S) float waveforms at `sample_rate`, (B,) sample lengths -> (B, K, T) long codes,
         (B,) frame lengths. Padding frames of shorter items hold arbitrary codes."""
 
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """(B, K, T) long codes -> (B, S) float waveforms, S = T * sample_rate / frame_rate."""
+    def decode(self, codes: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K, T) long codes -> (B, S) float waveforms, S = T * sample_rate / frame_rate. With
+        (B,) frame `lengths`, an item's frames from its length on are padding: its waveform there
+        is silence and nothing of the padding reaches the frames before it."""
 
     def codewords(self) -> torch.Tensor:
         """(K, C, D) float: the vector each code of each codebook stands for (residual codebooks

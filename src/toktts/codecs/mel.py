@@ -310,12 +310,18 @@ class MelCodec:
         return feats.reshape(*lead, n // self.stack, self.stack * d)
 
     @torch.inference_mode()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """(B, K, T) codes -> (B, T * hop) float32 waveforms."""
+    def decode(self, codes: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K, T) codes -> (B, T * hop) float32 waveforms; an item's frames from its entry of
+        `lengths` (B,) on are silence (a batch's padding: the codes there, code 0 for a model's
+        ended takes, would otherwise be heard in the item's last frames through Griffin-Lim's
+        overlapping windows, and its last frame despiked against them)."""
         log_mel = self.codes_to_log_mel(codes)  # (B, T*R, D)
         B, T, _ = log_mel.shape  # T counts mel frames from here on
         if B == 0 or T == 0:
             return torch.zeros(B, T * self.mel_hop, device=self.device)
+        if lengths is not None:
+            padding = torch.arange(T, device=log_mel.device) >= lengths.to(log_mel.device)[:, None] * self.stack  # (B, T)
+            log_mel = log_mel.masked_fill(padding[..., None], math.log(LOG_FLOOR))
         if self.cfg.despike > 0:
             log_mel = despike(log_mel, self.cfg.despike)
         magnitude = torch.matmul(self._mel_pinv, log_mel.exp().transpose(1, 2)).clamp_min(0)  # (B, F, T)
@@ -352,7 +358,8 @@ def despike(log_mel: torch.Tensor, margin: float) -> torch.Tensor:
     milliseconds. Real onsets stay loud for more than one frame, so they pass; a frame may still
     rise `margin` above both neighbours. Frames only look at their neighbours, so a streaming
     decoder with a frame of context on each side despikes the frames it gives out as a whole
-    decode does. (In a padded batch an item's last frame has a padding frame beside it.)"""
+    decode does; in a batch `decode` silences the padding first, which the item's last frame's
+    louder neighbour then never is."""
     if log_mel.shape[1] < 2:
         return log_mel
     left = torch.cat([log_mel[:, 1:2], log_mel[:, :-1]], dim=1)  # frame t - 1 (at the start: t + 1)
