@@ -376,12 +376,13 @@ class TTS:
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 BACKENDS = ("auto", "torch", "onnx")
-# The ONNX step graph copies each layer's past into its present every step, which eager PyTorch's
-# attention over cache slices does not; with many rows that copy catches up with the dispatch it
-# saves. The bundled voice's size, one thread, guided (2 rows a text), ms a step torch / onnx:
-# 1 text 6.8 / 3.0, 2 texts 8.3 / 4.3, 4 texts 9.4 / 7.8, 8 texts 18.5 / 12.0, 16 texts 28.4 /
-# 20.5, 32 texts 62.0 / 62.4 (2026-12-02). Larger batches run eagerly: in fp32 the same tokens.
-ONNX_MAX_ROWS = 32
+# The ONNX step graph writes each step's keys and values into the past in place (since
+# 2026-12-03; before, it copied every layer's past each step and lost to eager PyTorch past 32
+# rows), so it stays ahead at every batch measured. The bundled voice's size in fp32 (the same
+# tokens), one thread, guided (2 rows a text), ms a step torch / onnx (2-core AMD EPYC,
+# 2026-12-03): 1 text 4.3 / 1.9, 8 texts 11.6 / 7.3, 16 texts 18.4 / 13.4, 24 texts 23.3 / 16.6,
+# 32 texts 29.6 / 24.1, 64 texts 57.2 / 44.2. Larger batches, not measured, run eagerly.
+ONNX_MAX_ROWS = 128
 
 
 def _weights_state(model: torch.nn.Module) -> tuple:
