@@ -25,15 +25,20 @@ from toktts.devices import keep_freed_memory
 aten = torch.ops.aten
 
 
-def _attention_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
-    """Scores and the weighted sum: 2 x (2 B H S L D) multiply-adds counted as FLOPs."""
+def _attention_flops(query_shape, key_shape, value_shape, dropout_p=0.0, is_causal=False, **kwargs) -> int:
+    """Scores and the weighted sum: 2 x (2 B H S L D) multiply-adds counted as FLOPs, over the
+    scores a causal mask keeps only (a kernel that skipped the rest would need no more)."""
     b, h, s, d = query_shape
-    return 4 * b * h * s * key_shape[2] * d
+    l = key_shape[2]
+    n = min(s, l)
+    scores = n * (n + 1) // 2 + (s - n) * l if is_causal else s * l  # causal: query i sees keys 0..i
+    return 4 * b * h * scores * d
 
 
-def _attention_backward_flops(grad_shape, query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+def _attention_backward_flops(grad_shape, query_shape, key_shape, value_shape, out_shape_, lse_shape,
+                              dropout_p=0.0, is_causal=False, **kwargs) -> int:
     """The four products a backward needs (dV, dP, dQ, dK), none of a kernel's recomputation."""
-    return 2 * _attention_flops(query_shape, key_shape, value_shape)
+    return 2 * _attention_flops(query_shape, key_shape, value_shape, dropout_p, is_causal)
 
 
 # torch counts the CUDA kernels' attention only; the CPU flash kernel is the one toktts runs here.

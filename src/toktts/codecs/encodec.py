@@ -148,9 +148,9 @@ class EncodecCodec:
 
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, K, T) codes -> (B, T * hop) float32 waveforms; an item shorter than T (`lengths`,
-        (B,) frames) is decoded at its own length and silent after it (the decoder's convolutions
-        would otherwise carry the padding's codes into its last samples)."""
+        """(B, K, T) codes -> (B, T * hop) float32 waveforms, silent after each item's `lengths`
+        (B,) frames. The 24 kHz model's convolutions are causal, so the padding after an item
+        reaches no sample before its end; a non-causal model decodes a shorter item alone."""
         if codes.dim() != 3 or codes.shape[1] != self.n_codebooks:
             raise TokttsError(f"codes must be (B, K={self.n_codebooks}, T), got shape {tuple(codes.shape)}")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
@@ -160,11 +160,15 @@ class EncodecCodec:
         B, _, T = codes.shape
         if B == 0 or T == 0:
             return torch.zeros(B, T * self.hop_length, device=self.device)
-        if lengths is not None and bool((lengths < T).any()):
+        if lengths is not None and bool((lengths < T).any()) and not self.model.config.use_causal_conv:
             audio = torch.zeros(B, T * self.hop_length, device=self.device)
             for b, n in enumerate(lengths.tolist()):
                 if n > 0:
                     audio[b, : n * self.hop_length] = self.decode(codes[b : b + 1, :, :n])[0]
             return audio
         audio = self.model.decode(codes.to(self.device).long()[None], [None], return_dict=True).audio_values
-        return audio[:, 0, : T * self.hop_length].float()  # (B, 1, S) -> (B, S)
+        audio = audio[:, 0, : T * self.hop_length].float()  # (B, 1, S) -> (B, S)
+        if lengths is not None:
+            ends = lengths.to(audio.device)[:, None] * self.hop_length
+            audio = audio.masked_fill(torch.arange(audio.shape[1], device=audio.device) >= ends, 0.0)
+        return audio
