@@ -182,6 +182,20 @@ def test_int8_graphs_of_two_onnxruntime_versions_are_kept_side_by_side(monkeypat
     assert mine.stat().st_mtime_ns == written  # found, not quantized again
 
 
+def test_a_damaged_cached_graph_is_written_again(capfd):
+    """A cached graph cut short (a crash mid-copy, a full disk) is not trusted: it is written
+    again, quietly (no ONNX Runtime error printed for the file it could not read)."""
+    decoder = twins()[0].model.decoder
+    path = onnx_decoder.find_or_export(decoder, None)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    assert onnx_decoder.graph_props(path) == {}
+    capfd.readouterr()
+    assert onnx_decoder.find_or_export(decoder, None) == path
+    assert path.read_bytes() == whole and onnx_decoder.graph_props(path)[onnx_decoder.DIGEST_KEY]
+    assert capfd.readouterr().err == ""
+
+
 def test_auto_falls_back_to_torch_when_no_graph_can_be_made(monkeypatch, caplog):
     eager, _ = twins()
     monkeypatch.setattr(onnx_decoder, "available", lambda: False)
