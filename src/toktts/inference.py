@@ -381,7 +381,8 @@ BACKENDS = ("auto", "torch", "onnx")
 # rows), so it stays ahead at every batch measured. The bundled voice's size in fp32 (the same
 # tokens), one thread, guided (2 rows a text), ms a step torch / onnx (2-core AMD EPYC,
 # 2026-12-03): 1 text 4.3 / 1.9, 8 texts 11.6 / 7.3, 16 texts 18.4 / 13.4, 24 texts 23.3 / 16.6,
-# 32 texts 29.6 / 24.1, 64 texts 57.2 / 44.2. Larger batches, not measured, run eagerly.
+# 32 texts 29.6 / 24.1, 64 texts 57.2 / 44.2; int8 32 texts 19.1 / 18.6, 64 texts 41.1 / 40.2.
+# Larger batches, not measured, run eagerly.
 ONNX_MAX_ROWS = 128
 
 
